@@ -1,0 +1,16 @@
+"""The paper's networks, by name, and their checkpoints.
+
+``build_model("resnet56")`` builds a registered architecture (``MODEL_NAMES``)
+and ``build_model("mypkg.mynet:build")`` a user's own; ``load_checkpoint``
+fills it with trained weights from a reference ``.t7`` file, a plain
+state_dict or a file written by ``save_checkpoint``. Every mistake a user can
+make here raises ``ModelError`` with a message that says what to do.
+
+This package knows nothing of the landscape engine and never imports it.
+"""
+
+from .checkpoint import checkpoint_sha256, load_checkpoint, save_checkpoint
+from .errors import ModelError
+from .registry import MODEL_NAMES, build_model
+
+__all__ = ["MODEL_NAMES", "ModelError", "build_model", "checkpoint_sha256", "load_checkpoint", "save_checkpoint"]

@@ -1,0 +1,52 @@
+"""What every entry point shares: flags with the reference's names and dashed aliases,
+a frozen config built from them, and user errors printed as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from contextlib import contextmanager
+from typing import Iterator, TypeVar
+
+from .errors import LandscapeError
+
+Config = TypeVar("Config")
+
+
+def new_parser(module: str, config_type: type, description: str) -> argparse.ArgumentParser:
+    """A parser whose defaults are the config dataclass's, shown in ``--help``."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.set_defaults(**{f.name: f.default for f in dataclasses.fields(config_type)})
+    return parser
+
+
+def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    """Add ``--some_flag`` together with its alias ``--some-flag``."""
+    names = [name]
+    if "_" in name:
+        names.append(name.replace("_", "-"))
+    parser.add_argument(*names, **kwargs)
+
+
+def parse_config(parser: argparse.ArgumentParser, config_type: type[Config],
+                 argv: list[str]) -> Config:
+    """Parse ``argv`` into ``config_type``; flags that are not config fields are accepted and dropped."""
+    namespace = vars(parser.parse_args(argv))
+    fields = {f.name for f in dataclasses.fields(config_type)}
+    return config_type(**{k: v for k, v in namespace.items() if k in fields})
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Print a LandscapeError as one line on rank 0 and exit with status 2."""
+    try:
+        yield
+    except LandscapeError as exc:
+        from .distributed import world_rank
+
+        if world_rank() == 0:
+            print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

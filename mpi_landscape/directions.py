@@ -1,0 +1,220 @@
+"""Directions in weight space: random, target (model to model), normalized, saved and loaded.
+
+A direction is a list of tensors, one per tensor of the model: one per
+``net.parameters()`` entry for ``dir_type="weights"``, one per ``state_dict()``
+entry for ``dir_type="states"`` (BatchNorm running statistics included). This
+is the reference's convention and its file layout, so direction files move
+between the two tools.
+
+Normalization follows the paper (section 4): with ``filter`` every slice
+``d_i`` along dim 0 of a direction tensor is rescaled to the norm of the same
+slice of θ*, which removes the scale invariance of ReLU networks from the
+picture. Tensors with ``dim <= 1`` (biases, BatchNorm affine and statistics)
+are not normalized: with ``ignore="biasbn"`` their direction is zero, without
+it a copy of θ* (as the reference does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import LandscapeError
+
+DIR_TYPES = ("weights", "states")
+NORMS = ("filter", "layer", "weight", "dfilter", "dlayer", "none")
+IGNORES = ("biasbn", "none")
+EPS = 1e-10  # the reference's guard against a zero-norm slice
+
+Direction = list[torch.Tensor]
+
+
+def model_tensors(net: torch.nn.Module, dir_type: str) -> tuple[list[str], list[torch.Tensor]]:
+    """Names and tensors a direction of ``dir_type`` has one entry for, in file order."""
+    if dir_type == "weights":
+        named = list(net.named_parameters())
+    elif dir_type == "states":
+        named = list(net.state_dict().items())
+    else:
+        raise LandscapeError(f"--dir_type {dir_type!r}: choose one of {', '.join(DIR_TYPES)}")
+    return [n for n, _ in named], [t.detach() for _, t in named]
+
+
+def random_direction(reference: list[torch.Tensor], generator: torch.Generator) -> Direction:
+    """One standard Gaussian float32 tensor per reference tensor, drawn on the CPU."""
+    return [torch.randn(t.shape, generator=generator, dtype=torch.float32) for t in reference]
+
+
+def normalize_direction(direction: Direction, reference: list[torch.Tensor],
+                        norm: str = "filter", ignore: str = "biasbn") -> Direction:
+    """Normalize ``direction`` against θ* in place (see the module docstring) and return it."""
+    if norm not in NORMS:
+        raise LandscapeError(f"normalization {norm!r}: choose one of {', '.join(NORMS)}")
+    if ignore not in IGNORES:
+        raise LandscapeError(f"ignore {ignore!r}: choose biasbn or leave it out")
+    for d, w in zip(direction, reference):
+        w = w.detach().to(device=d.device, dtype=torch.float32)
+        if d.dim() <= 1:
+            if ignore == "biasbn":
+                d.zero_()
+            else:
+                d.copy_(w)
+            continue
+        if norm == "filter":
+            d.mul_(_view_per_filter(_filter_norms(w) / (_filter_norms(d) + EPS), d))
+        elif norm == "layer":
+            d.mul_(w.norm() / d.norm())
+        elif norm == "weight":
+            d.mul_(w)
+        elif norm == "dfilter":
+            d.div_(_view_per_filter(_filter_norms(d) + EPS, d))
+        elif norm == "dlayer":
+            d.div_(d.norm())
+    return direction
+
+
+def _filter_norms(t: torch.Tensor) -> torch.Tensor:
+    """Frobenius norm of each slice along dim 0."""
+    return t.reshape(t.shape[0], -1).norm(dim=1)
+
+
+def _view_per_filter(scale: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return scale.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+def target_direction(theta1: list[torch.Tensor], theta2: list[torch.Tensor]) -> Direction:
+    """θ2 − θ1 as float32: the direction from one model to another (interpolation)."""
+    return [(b.detach().double() - a.detach().double()).float() for a, b in zip(theta1, theta2)]
+
+
+@dataclass(frozen=True)
+class DirectionSpec:
+    """How to build the directions of one surface (the ``--dir_type/--xnorm/...`` flags)."""
+
+    dir_type: str = "weights"
+    xnorm: str = "filter"
+    ynorm: str = "filter"
+    xignore: str = "biasbn"
+    yignore: str = "biasbn"
+    same_dir: bool = False
+    seed: int = 123
+    two_d: bool = True
+
+
+def create_directions(net: torch.nn.Module, spec: DirectionSpec,
+                      net2: torch.nn.Module | None = None,
+                      net3: torch.nn.Module | None = None) -> tuple[Direction, Direction | None]:
+    """The x (and y) directions of a surface, from θ* = ``net``.
+
+    ``net2``/``net3`` turn x/y into target directions θ2 − θ1 and θ3 − θ1
+    (not normalized, as in the paper's interpolation); otherwise directions are
+    seeded Gaussian and normalized per ``spec``.
+    """
+    _, theta = model_tensors(net, spec.dir_type)
+    generator = torch.Generator().manual_seed(spec.seed)
+
+    def one(target: torch.nn.Module | None, norm: str, ignore: str) -> Direction:
+        if target is not None:
+            return target_direction(theta, model_tensors(target, spec.dir_type)[1])
+        return normalize_direction(random_direction(theta, generator), theta, norm, ignore)
+
+    x = one(net2, spec.xnorm, spec.xignore)
+    if not spec.two_d:
+        return x, None
+    if spec.same_dir and net3 is None:
+        return x, [t.clone() for t in x]
+    return x, one(net3, spec.ynorm, spec.yignore)
+
+
+def fingerprint(x: Direction, y: Direction | None) -> str:
+    """sha256 of the direction tensors: a surface file records it to know its directions."""
+    digest = hashlib.sha256()
+    for t in [*x, *(y or [])]:
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_directions(path: str, net: torch.nn.Module, spec: DirectionSpec,
+                    x: Direction, y: Direction | None, provenance: dict | None = None,
+                    extras: dict | None = None) -> None:
+    """Write directions in the reference's layout, with what they were made from as attributes.
+
+    ``extras`` are further root datasets (PCA's ``explained_variance_ratio_``, ...).
+    """
+    names, theta = model_tensors(net, spec.dir_type)
+    attrs = {
+        "dir_type": spec.dir_type, "xnorm": spec.xnorm, "ynorm": spec.ynorm,
+        "xignore": spec.xignore, "yignore": spec.yignore, "same_dir": spec.same_dir,
+        "seed": spec.seed, "tensor_names": names,
+        "tensor_shapes": [list(t.shape) for t in theta], **(provenance or {}),
+    }
+    from . import store  # h5py only where files are touched: the numerical core runs without it
+
+    to_numpy = lambda d: [t.detach().cpu().numpy() for t in d]  # noqa: E731
+    store.write_directions(path, to_numpy(x), to_numpy(y) if y is not None else None, attrs,
+                           extras)
+
+
+def load_directions(path: str, net: torch.nn.Module, dir_type: str,
+                    two_d: bool) -> tuple[Direction, Direction | None]:
+    """Read a direction file and check that it fits ``net`` tensor by tensor."""
+    from . import store
+
+    data = store.read_directions(path)
+    saved_type = data.attrs.get("dir_type")
+    if saved_type is not None and saved_type != dir_type:
+        raise LandscapeError(
+            f"{path} holds '{saved_type}' directions but --dir_type is '{dir_type}'; "
+            f"pass --dir_type {saved_type} or another --dir_file"
+        )
+    names, theta = model_tensors(net, dir_type)
+    for axis, tensors in (("x", data.x), ("y", data.y)):
+        if tensors is not None:
+            _check_fits(path, axis, tensors, names, theta)
+    if two_d and data.y is None:
+        raise LandscapeError(f"{path} has no ydirection, but a 2D surface (--y) was requested")
+    to_torch = lambda d: [torch.from_numpy(np.array(t, dtype=np.float32)) for t in d]  # noqa: E731
+    return to_torch(data.x), to_torch(data.y) if (two_d and data.y is not None) else None
+
+
+def _check_fits(path: str, axis: str, tensors: list[np.ndarray], names: list[str],
+                theta: list[torch.Tensor]) -> None:
+    if len(tensors) != len(theta):
+        raise LandscapeError(
+            f"{path}: the {axis} direction has {len(tensors)} tensors but the model has "
+            f"{len(theta)}; it was made for another model or --dir_type"
+        )
+    for i, (t, w, name) in enumerate(zip(tensors, theta, names)):
+        if tuple(t.shape) != tuple(w.shape):
+            raise LandscapeError(
+                f"{path}: {axis}direction/{i} has shape {tuple(t.shape)} but the model's "
+                f"{name} has {tuple(w.shape)}; the direction file was made for another model"
+            )
+
+
+def default_dir_file(model_file: str, spec: DirectionSpec, model_file2: str | None = None,
+                     model_file3: str | None = None) -> str:
+    """The reference's direction file name, derived from the checkpoint and the flags."""
+    def joined(a: str, b: str) -> str:
+        same_folder = os.path.dirname(a) == os.path.dirname(b)
+        return a + "_" + (os.path.basename(b) if same_folder else b)
+
+    name = joined(model_file, model_file2) if model_file2 else model_file
+    name += f"_{spec.dir_type}"
+    name += _flag_suffix("xignore", spec.xignore) + _flag_suffix("xnorm", spec.xnorm)
+    if spec.two_d:
+        if model_file3:
+            name = joined(name, model_file3)
+        else:
+            name += _flag_suffix("yignore", spec.yignore) + _flag_suffix("ynorm", spec.ynorm)
+            name += "_same_dir" if spec.same_dir else ""
+    return name + ".h5"
+
+
+def _flag_suffix(flag: str, value: str) -> str:
+    return f"_{flag}={value}" if value and value != "none" else ""

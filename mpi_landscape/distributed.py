@@ -1,0 +1,280 @@
+"""Everything MPI: ranks, device binding, the coordinator and its workers.
+
+The only module that imports mpi4py, and lazily: without MPI (a laptop, a
+notebook, mpi4py missing) the same code runs as a world of one rank.
+
+Rank 0 coordinates. It hands out chunks of flat grid indices on request, in
+the order it was given (coarse to fine), and evaluates single points itself in
+between unless told not to. A worker asks for its next chunk as soon as it
+starts the current one, so its next work is already there when it finishes.
+A worker sends back each point's metrics the moment they exist: a few numbers,
+never the grid. No collective call is made per point.
+
+SIGUSR1 or SIGTERM on any rank (a scheduler's warning before the time limit)
+stops the handing out of work: every rank finishes the point it is on, rank 0
+keeps every result, and the job ends so a rerun continues from the file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+
+TAG_TO_COORDINATOR = 11
+TAG_WORK = 12
+IDLE_SLEEP = 0.0005  # seconds between polls while waiting; keeps oversubscribed ranks polite
+CHUNKS_PER_RANK = 4  # aim for this many chunks per evaluating rank, for balance at the end
+MAX_CHUNK = 16
+
+PointFn = Callable[[int], Mapping[str, float]]
+ResultFn = Callable[[int, Mapping[str, float]], None]
+
+
+@dataclass
+class RunStats:
+    """What a run did, as seen by rank 0."""
+
+    points: int = 0
+    wall_seconds: float = 0.0
+    coordinator_seconds: float = 0.0  # rank 0's time spent serving messages
+    points_by_rank: dict[int, int] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+class Context:
+    """This process's place in the job: rank, size, node-local rank, and the stop flag."""
+
+    def __init__(self, comm=None):
+        self.comm = comm if comm is not None else _world()
+        self.rank = self.comm.Get_rank() if self.comm is not None else 0
+        self.size = self.comm.Get_size() if self.comm is not None else 1
+        self.local_rank, self.local_size = self._node_local()
+        self._stop = False
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def _node_local(self) -> tuple[int, int]:
+        if self.comm is None or self.size == 1:
+            return 0, 1
+        from mpi4py import MPI
+
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        try:
+            return node.Get_rank(), node.Get_size()
+        finally:
+            node.Free()
+
+    def device(self):
+        """The device of this rank: GPU number local_rank (mod the count), else the CPU.
+
+        On the CPU the cores are shared among the ranks of the node so that
+        oversubscription does not thrash.
+        """
+        import torch
+
+        if torch.cuda.is_available():
+            device = torch.device("cuda", self.local_rank % torch.cuda.device_count())
+            torch.cuda.set_device(device)
+            return device
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(max(1, (cores or 1) // self.local_size))
+        return torch.device("cpu")
+
+    def from_root(self, make: Callable[[], object]) -> object:
+        """Run ``make`` on rank 0 and hand its value -- or its exception -- to every rank.
+
+        Used for the checks before any work starts, so a refused request ends
+        every rank with the same error instead of leaving some waiting.
+        """
+        outcome: tuple[bool, object] = (True, None)
+        if self.is_root:
+            try:
+                outcome = (True, make())
+            except Exception as exc:  # re-raised on every rank below
+                outcome = (False, exc)
+        if self.size > 1:
+            outcome = self.comm.bcast(outcome, root=0)
+        ok, value = outcome
+        if not ok:
+            raise value
+        return value
+
+    def gather_to_root(self, value: object) -> list | None:
+        """Every rank's ``value`` on rank 0 (None elsewhere)."""
+        return self.comm.gather(value, root=0) if self.size > 1 else [value]
+
+    @contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """While inside, SIGUSR1/SIGTERM set the stop flag instead of killing the process."""
+        caught = (signal.SIGUSR1, signal.SIGTERM)
+        previous = {s: signal.getsignal(s) for s in caught}
+
+        def handler(signum, frame):
+            self.request_stop()
+
+        for s in caught:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def request_stop(self) -> None:
+        """Hand out no more work; every rank finishes the point it is on."""
+        self._stop = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop
+
+    @contextmanager
+    def abort_on_error(self) -> Iterator[None]:
+        """An exception on any rank ends the whole job with its message, instead of a hang."""
+        try:
+            yield
+        except Exception:
+            if self.size == 1:
+                raise
+            sys.stderr.write(f"[rank {self.rank}] {traceback.format_exc()}")
+            sys.stderr.flush()
+            self.comm.Abort(1)
+
+    def run_grid(self, todo: np.ndarray, evaluate_point: PointFn, on_result: ResultFn,
+                 coordinator_evaluates: bool = True) -> RunStats:
+        """Evaluate every flat index of ``todo`` somewhere; ``on_result`` runs on rank 0."""
+        if self.size == 1:
+            return self._run_alone(todo, evaluate_point, on_result)
+        if self.is_root:
+            return _Coordinator(self, todo, evaluate_point, on_result, coordinator_evaluates).run()
+        _work(self, evaluate_point)
+        return RunStats()
+
+    def _run_alone(self, todo, evaluate_point, on_result) -> RunStats:
+        start, stats = time.perf_counter(), RunStats(points_by_rank={0: 0})
+        for index in todo:
+            if self._stop:
+                stats.stopped_early = True
+                break
+            on_result(int(index), evaluate_point(int(index)))
+            stats.points += 1
+        stats.points_by_rank[0] = stats.points
+        stats.wall_seconds = time.perf_counter() - start
+        return stats
+
+
+class _Coordinator:
+    """Rank 0's loop: serve requests and results, evaluate single points in between."""
+
+    def __init__(self, ctx: Context, todo, evaluate_point, on_result, evaluates: bool):
+        self.ctx, self.comm = ctx, ctx.comm
+        self.queue = deque(int(i) for i in todo)
+        self.evaluate_point, self.on_result = evaluate_point, on_result
+        self.evaluates = evaluates
+        self.active = set(range(1, ctx.size))
+        self.stats = RunStats(points_by_rank={r: 0 for r in range(ctx.size)})
+        self.min_chunk = 2 if evaluates else 1  # a worker's chunk must outlast one of our points
+
+    def run(self) -> RunStats:
+        start = time.perf_counter()
+        while self.active or (self.evaluates and self.queue and not self.stopping):
+            served = self._serve_messages()
+            if self.evaluates and self.queue and not self.stopping:
+                index = self.queue.popleft()
+                self._record(0, index, self.evaluate_point(index))
+            elif not served:
+                time.sleep(IDLE_SLEEP)
+        self.stats.wall_seconds = time.perf_counter() - start
+        self.stats.stopped_early = self.stopping and bool(self.queue)
+        return self.stats
+
+    @property
+    def stopping(self) -> bool:
+        return self.ctx.stop_requested
+
+    def _serve_messages(self) -> bool:
+        from mpi4py import MPI
+
+        status, served, t0 = MPI.Status(), False, time.perf_counter()
+        while self.comm.iprobe(source=MPI.ANY_SOURCE, tag=TAG_TO_COORDINATOR, status=status):
+            source = status.Get_source()
+            kind, *payload = self.comm.recv(source=source, tag=TAG_TO_COORDINATOR)
+            if kind == "result":  # ("result", index, metrics)
+                self._record(source, *payload)
+            elif kind == "request":  # ("request", stop_requested)
+                if payload[0]:
+                    self.ctx.request_stop()
+                self.comm.send(self._next_chunk(), dest=source, tag=TAG_WORK)
+            elif kind == "bye":  # ("bye", stop_requested)
+                if payload[0]:
+                    self.ctx.request_stop()
+                self.active.discard(source)
+            served = True
+        self.stats.coordinator_seconds += time.perf_counter() - t0
+        return served
+
+    def _next_chunk(self) -> np.ndarray:
+        if self.stopping or not self.queue:
+            return np.empty(0, dtype=np.int64)
+        evaluators = len(self.active) + (1 if self.evaluates else 0)
+        size = len(self.queue) // (CHUNKS_PER_RANK * max(evaluators, 1))
+        size = min(max(size, self.min_chunk), MAX_CHUNK, len(self.queue))
+        return np.array([self.queue.popleft() for _ in range(size)], dtype=np.int64)
+
+    def _record(self, rank: int, index: int, values: Mapping[str, float]) -> None:
+        self.on_result(int(index), values)
+        self.stats.points += 1
+        self.stats.points_by_rank[rank] += 1
+
+
+def _work(ctx: Context, evaluate_point: PointFn) -> None:
+    """A worker's loop: keep one chunk in hand and the next one on its way."""
+    comm = ctx.comm
+
+    def request() -> None:
+        comm.send(("request", ctx.stop_requested), dest=0, tag=TAG_TO_COORDINATOR)
+
+    def receive_chunk() -> np.ndarray:
+        while not comm.iprobe(source=0, tag=TAG_WORK):
+            time.sleep(IDLE_SLEEP)
+        return comm.recv(source=0, tag=TAG_WORK)
+
+    request()
+    chunk = receive_chunk()
+    while len(chunk) and not ctx.stop_requested:
+        request()  # prefetch: the next chunk travels while this one is computed
+        for index in chunk:
+            if ctx.stop_requested:
+                break
+            comm.send(("result", int(index), dict(evaluate_point(int(index)))),
+                      dest=0, tag=TAG_TO_COORDINATOR)
+        chunk = receive_chunk()
+    comm.send(("bye", ctx.stop_requested), dest=0, tag=TAG_TO_COORDINATOR)
+
+
+def _world():
+    """MPI.COMM_WORLD, or None when mpi4py is not installed (a world of one)."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return None
+    return MPI.COMM_WORLD
+
+
+def world_rank() -> int:
+    """This process's rank in MPI.COMM_WORLD if MPI is already up, else 0 (for printing once)."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
+        return 0
+    return mpi.COMM_WORLD.Get_rank()

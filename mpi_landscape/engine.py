@@ -1,0 +1,169 @@
+"""One surface, end to end over the ranks of a communicator.
+
+Rank 0 checks the request, creates or reopens the direction file and the
+surface file (refusing a file computed for another request), and tells every
+rank which points are still to do. Every rank then builds the model, loads the
+checkpoint, directions and data once, binds its device, and evaluates the
+points the coordinator hands it; rank 0 writes each result as it arrives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import __version__
+from .data import load_splits
+from .directions import create_directions, fingerprint, load_directions, save_directions
+from .distributed import Context, RunStats
+from .errors import LandscapeError
+from .evaluate import PointEvaluator, SplitData, metric_names
+from .store import SurfaceWriter
+
+
+@dataclass
+class Inputs:
+    """What every rank loads once: θ* as a model, the directions and the data (on the CPU)."""
+
+    net: torch.nn.Module
+    x: list[torch.Tensor]
+    y: list[torch.Tensor] | None
+    splits: dict[str, SplitData]
+    checkpoints: dict[str, str]  # flag -> sha256
+
+
+def run_surface(config, comm=None, command_line: list[str] | None = None) -> RunStats:
+    """Compute the surface of ``config`` (a SurfaceConfig) over ``comm``; returns rank 0's stats."""
+    ctx = Context(comm)
+    grid = config.grid
+    held: dict = {}
+
+    def prepare() -> tuple[str, np.ndarray]:
+        inputs, dir_file = _load_inputs(config, create_missing=True)
+        writer = _open_surface(config, inputs, dir_file, ctx, command_line)
+        held.update(inputs=inputs, writer=writer)
+        return dir_file, writer.remaining(grid.coarse_to_fine())
+
+    dir_file, todo = ctx.from_root(prepare)
+    with ctx.abort_on_error(), ctx.stop_on_signals():
+        inputs = held["inputs"] if ctx.is_root else _load_inputs(config, dir_file=dir_file)[0]
+        device = ctx.device()
+        evaluator = PointEvaluator(inputs.net, config.dir_type, inputs.x, inputs.y, inputs.splits,
+                                   config.loss_name, config.batch_size, device)
+
+        def evaluate_point(index: int) -> dict[str, float]:
+            return evaluator(*grid.point(index))
+
+        if not ctx.is_root:
+            ctx.run_grid(todo, evaluate_point, on_result=None)
+            return RunStats()
+        writer = held["writer"]
+        with _progress(len(todo), grid.size) as bar:
+            def on_result(index: int, values) -> None:
+                writer.record(index, values)
+                bar.update(1)
+
+            stats = ctx.run_grid(todo, evaluate_point, on_result, not config.coordinator_only)
+        writer.close(_timings(stats, ctx, device))
+        _summary(stats, ctx, writer)
+        return stats
+
+
+def _load_inputs(config, create_missing: bool = False, dir_file: str | None = None) -> tuple[Inputs, str]:
+    """Model, checkpoints, data and directions; rank 0 creates the direction file if needed."""
+    if not config.model_file:
+        raise LandscapeError("--model_file is required: the checkpoint of the trained network θ*")
+    net, sha = _load_model(config.model, config.model_file)
+    checkpoints = {"model_file": sha}
+    others = {}
+    for flag in ("model_file2", "model_file3"):
+        path = getattr(config, flag)
+        if path:
+            others[flag], checkpoints[flag] = _load_model(config.model, path)
+    splits = load_splits(config.dataset, config.split_list, config.datapath, config.raw_data,
+                         config.data_split, config.seed, config.download)
+    dir_file = dir_file or config.resolved_dir_file()
+    spec = config.direction_spec
+    if os.path.exists(dir_file) or not create_missing:
+        x, y = load_directions(dir_file, net, config.dir_type, two_d=spec.two_d)
+    else:
+        x, y = create_directions(net, spec, others.get("model_file2"), others.get("model_file3"))
+        folder = os.path.dirname(os.path.abspath(dir_file))
+        if not os.path.isdir(folder):
+            raise LandscapeError(f"--dir_file {dir_file}: the folder {folder} does not exist")
+        save_directions(dir_file, net, spec, x, y,
+                        {"model": config.model, "model_file": config.model_file,
+                         "model_file2": config.model_file2 or "", "model_file3": config.model_file3 or ""})
+    return Inputs(net, x, y, splits, checkpoints), dir_file
+
+
+def _load_model(spec: str, path: str) -> tuple[torch.nn.Module, str]:
+    """Build ``spec`` and load the checkpoint at ``path`` into it; returns it and the file's sha256."""
+    import models
+
+    try:
+        net = models.build_model(spec)
+        models.load_checkpoint(net, path)
+        return net.float(), models.checkpoint_sha256(path)
+    except models.ModelError as exc:
+        raise LandscapeError(str(exc)) from None
+
+
+def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
+                  command_line: list[str] | None) -> SurfaceWriter:
+    grid = config.grid
+    identity = {
+        "model": config.model, "directions_sha256": fingerprint(inputs.x, inputs.y),
+        "dir_type": config.dir_type, "dataset": config.dataset, "raw_data": config.raw_data,
+        "data_split": config.data_split, "loss_name": config.loss_name,
+        "dataset_size": {k: len(v) for k, v in inputs.splits.items()},
+        **{f"{flag}_sha256": sha for flag, sha in inputs.checkpoints.items()},
+    }
+    if config.data_split > 1:
+        identity["data_seed"] = config.seed
+    provenance = {
+        "command_line": " ".join(command_line or sys.argv),
+        "config": dataclasses.asdict(config),
+        "versions": {"mpi_landscape": __version__, "torch": torch.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+        "precision": "fp32", "ranks": ctx.size, "host": platform.node(),
+    }
+    return SurfaceWriter.open(config.resolved_surf_file(), grid.xcoordinates(), grid.ycoordinates(),
+                              dir_file, metric_names(config.split_list), identity, provenance,
+                              flush_seconds=config.flush_seconds)
+
+
+def _timings(stats: RunStats, ctx: Context, device: torch.device) -> dict:
+    per_point = stats.wall_seconds / stats.points if stats.points else float("nan")
+    return {"last_run": {
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "points": stats.points,
+        "wall_seconds": stats.wall_seconds, "seconds_per_point": per_point,
+        "coordinator_seconds": stats.coordinator_seconds, "ranks": ctx.size,
+        "device": device.type, "points_by_rank": {str(k): v for k, v in stats.points_by_rank.items()},
+        "stopped_early": stats.stopped_early}}
+
+
+def _summary(stats: RunStats, ctx: Context, writer: SurfaceWriter) -> None:
+    done, total = int(writer.done.sum()), writer.done.size
+    rate = f"{stats.wall_seconds / stats.points:.3g} s/point" if stats.points else "nothing to do"
+    print(f"surface: {stats.points} points in {stats.wall_seconds:.1f} s ({rate}, {ctx.size} ranks); "
+          f"{done}/{total} done", flush=True)
+    if stats.stopped_early:
+        print(f"stopped early: {total - done} points remain; rerun the same command to finish",
+              flush=True)
+    print(f"surface file: {os.path.abspath(writer.path)}", flush=True)
+
+
+def _progress(todo: int, total: int):
+    """A progress bar on a terminal; nothing when stderr is a file or a pipe."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=total - todo, unit="pt", desc="surface",
+                disable=not sys.stderr.isatty(), dynamic_ncols=True)

@@ -1,0 +1,148 @@
+"""``python -m mpi_landscape.surface``: compute a 1D or 2D loss surface into one HDF5 file.
+
+    mpirun -n 16 python -m mpi_landscape.surface --model resnet56 \\
+        --model_file resnet56.t7 --dataset cifar10 --datapath cifar10/data \\
+        --x=-1:1:51 --y=-1:1:51
+
+The flags are the reference's (plot_surface.py), with dashed aliases. MPI is
+detected, CUDA is used when present; ``--mpi`` and ``--cuda`` are accepted for
+old command lines and change nothing. Rerunning a command after its job was
+killed computes only the points that are not in the file yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+from . import __version__
+from .cli import add_flag, exit_on_user_error, new_parser, parse_config
+from .directions import DIR_TYPES, IGNORES, NORMS, DirectionSpec, default_dir_file
+from .evaluate import LOSS_NAMES
+from .grid import Grid
+
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal; rerun the same command to finish
+
+
+@dataclass(frozen=True)
+class SurfaceConfig:
+    """Everything one surface run needs, as given on the command line."""
+
+    model: str = "resnet56"
+    model_file: str | None = None
+    model_file2: str | None = None
+    model_file3: str | None = None
+    x: str = "-1:1:51"
+    y: str | None = None
+    dir_type: str = "weights"
+    xnorm: str = "filter"
+    ynorm: str = "filter"
+    xignore: str = "biasbn"
+    yignore: str = "biasbn"
+    same_dir: bool = False
+    dir_file: str | None = None
+    surf_file: str | None = None
+    dataset: str = "cifar10"
+    datapath: str = "cifar10/data"
+    download: bool = False
+    raw_data: bool = False
+    data_split: int = 1
+    splits: str = "train"
+    loss_name: str = "crossentropy"
+    batch_size: int = 1024
+    seed: int = 123
+    coordinator_only: bool = False
+    flush_seconds: float = 2.0
+
+    @property
+    def grid(self) -> Grid:
+        return Grid.parse(self.x, self.y)
+
+    @property
+    def split_list(self) -> list[str]:
+        return [s.strip() for s in self.splits.split(",") if s.strip()]
+
+    @property
+    def direction_spec(self) -> DirectionSpec:
+        return DirectionSpec(self.dir_type, self.xnorm, self.ynorm, self.xignore, self.yignore,
+                             self.same_dir, self.seed, two_d=self.y is not None)
+
+    def resolved_dir_file(self) -> str:
+        """``--dir_file``, or the reference's name derived from the checkpoints and flags."""
+        if self.dir_file:
+            return self.dir_file
+        return default_dir_file(self.model_file, self.direction_spec, self.model_file2,
+                                self.model_file3)
+
+    def resolved_surf_file(self) -> str:
+        """``--surf_file``, or the reference's name: the direction file plus the grid."""
+        if self.surf_file:
+            return self.surf_file
+        grid = self.grid
+        name = self.resolved_dir_file()
+        name += f"_[{grid.x.lo:g},{grid.x.hi:g},{grid.x.num}]"
+        if grid.y is not None:
+            name += f"x[{grid.y.lo:g},{grid.y.hi:g},{grid.y.num}]"
+        name += "_rawdata" if self.raw_data else ""
+        name += f"_datasplit={self.data_split}" if self.data_split > 1 else ""
+        return name + ".h5"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The surface command's flags (also the source of the CLI reference in docs/)."""
+    p = new_parser(
+        "mpi_landscape.surface", SurfaceConfig,
+        "Compute loss and accuracy over a 1D line or a 2D grid of θ* + α·δ + β·η "
+        "into one HDF5 file, over MPI ranks when run under mpirun.")
+    add_flag(p, "--model", help="registered model name (e.g. resnet56) or package.module:factory")
+    add_flag(p, "--model_file", help="checkpoint of θ* (.t7 from the reference, a state_dict, or ours)")
+    add_flag(p, "--model_file2", help="second model: x direction becomes θ2 − θ1 (interpolation)")
+    add_flag(p, "--model_file3", help="third model: y direction becomes θ3 − θ1 (plane of three)")
+    add_flag(p, "--x", help="x axis as min:max:num, e.g. --x=-1:1:51")
+    add_flag(p, "--y", help="y axis as min:max:num; leave out for a 1D line")
+    add_flag(p, "--dir_type", choices=DIR_TYPES,
+             help="directions over parameters (weights) or the whole state_dict incl. BN statistics (states)")
+    add_flag(p, "--xnorm", choices=NORMS, help="normalization of the x direction (filter = the paper's)")
+    add_flag(p, "--ynorm", choices=NORMS, help="normalization of the y direction")
+    add_flag(p, "--xignore", choices=IGNORES, help="biasbn: zero direction on biases and BN parameters")
+    add_flag(p, "--yignore", choices=IGNORES, help="biasbn: zero direction on biases and BN parameters")
+    add_flag(p, "--same_dir", action="store_true", help="use the x direction as the y direction too")
+    add_flag(p, "--dir_file", help="direction file to use or create (default: named after --model_file)")
+    add_flag(p, "--surf_file", help="surface file to write or resume (default: named after --dir_file)")
+    add_flag(p, "--dataset", help="cifar10, demo (built in, no download) or package.module:factory")
+    add_flag(p, "--datapath", help="folder holding cifar-10-batches-py")
+    add_flag(p, "--download", action="store_true", help="download CIFAR-10 into --datapath if missing")
+    add_flag(p, "--raw_data", action="store_true", help="no input normalization")
+    add_flag(p, "--data_split", type=int, help="evaluate a fixed random 1/N of each split (quick preview)")
+    add_flag(p, "--splits", help="splits to evaluate: train, test or train,test")
+    add_flag(p, "--loss_name", choices=LOSS_NAMES, help="per-sample loss")
+    add_flag(p, "--batch_size", type=int, help="evaluation batch size")
+    add_flag(p, "--seed", type=int, help="seed of the random directions")
+    add_flag(p, "--coordinator_only", action="store_true",
+             help="rank 0 only hands out work and writes results (no evaluation)")
+    add_flag(p, "--flush_seconds", type=float, help="longest time between snapshots of the surface file")
+    for legacy in ("--mpi", "--cuda"):
+        add_flag(p, legacy, action="store_true", help="accepted for old command lines; not needed")
+    p.add_argument("--version", action="version", version=f"mpi_landscape {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the flags, run, and turn a user error into one line and a non-zero exit."""
+    argv = sys.argv[1:] if argv is None else argv
+    config = parse_config(build_parser(), SurfaceConfig, argv)
+    with exit_on_user_error():
+        stats = run(config, command_line=["python", "-m", "mpi_landscape.surface", *argv])
+    return EXIT_STOPPED if stats.stopped_early else 0
+
+
+def run(config: SurfaceConfig, comm=None, command_line: list[str] | None = None):
+    """Compute the surface ``config`` asks for on the ranks of ``comm`` (default: the world)."""
+    from .engine import run_surface
+
+    return run_surface(config, comm, command_line)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Install mpi_landscape and the models package: `pip install -e .[test]`."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="mpi_landscape",
+    version="0.1.0",
+    description="Loss landscapes of neural networks (Li et al., ICLR 2018) computed over MPI ranks",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["mpi_landscape", "mpi_landscape.*", "models", "models.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "mpi4py>=3.1",
+        "h5py>=3.6",
+        "numpy>=1.24",
+        "matplotlib>=3.7",
+        "vtk>=9.2",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        # The MPICH wheel gives a working mpirun on a single machine; clusters build
+        # mpi4py against the site's MPI instead.
+        "mpich": ["mpich"],
+        "test": ["pytest>=7", "mpich"],
+    },
+)

@@ -1,0 +1,114 @@
+"""The evaluator against a reference-style evaluation, point by point."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+import models
+from conftest import train_demo_net
+from mpi_landscape import compute_surface
+from mpi_landscape.data import demo_split
+from mpi_landscape.directions import DirectionSpec, create_directions
+from mpi_landscape.errors import LandscapeError
+from mpi_landscape.evaluate import PointEvaluator, SplitData
+
+
+def reference_style_loss(net, dir_type, x, y, alpha, beta, data, loss_name="crossentropy"):
+    """What the reference computes: set θ*+αδ+βη tensor by tensor, then batches of 128."""
+    net = copy.deepcopy(net)
+    if dir_type == "weights":
+        with torch.no_grad():
+            for p, dx, dy in zip(net.parameters(), x, y):
+                p.data = p.data + dx * alpha + dy * beta
+    else:
+        states = net.state_dict()
+        for (k, v), dx, dy in zip(list(states.items()), x, y):
+            if v.is_floating_point():
+                states[k] = v + dx * alpha + dy * beta
+        net.load_state_dict(states)
+    net.eval()
+    total, correct, n = 0.0, 0, 0
+    with torch.no_grad():
+        for inputs, targets in DataLoader(TensorDataset(data.inputs, data.targets), batch_size=128):
+            out = net(inputs)
+            if loss_name == "mse":
+                loss = F.mse_loss(F.softmax(out, dim=1), F.one_hot(targets, out.shape[1]).float())
+            else:
+                loss = F.cross_entropy(out, targets)
+            total += loss.item() * len(targets)
+            correct += (out.argmax(1) == targets).sum().item()
+            n += len(targets)
+    return total / n, 100.0 * correct / n
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return train_demo_net()
+
+
+@pytest.mark.parametrize("dir_type", ["weights", "states"])
+@pytest.mark.parametrize("loss_name", ["crossentropy", "mse"])
+def test_equals_reference_evaluation(trained, dir_type, loss_name):
+    data = demo_split("train")
+    x, y = create_directions(trained, DirectionSpec(dir_type=dir_type, seed=3))
+    evaluator = PointEvaluator(copy.deepcopy(trained), dir_type, x, y, {"train": data},
+                               loss_name=loss_name, batch_size=1000)
+    for alpha, beta in [(0.0, 0.0), (0.5, -0.25), (-1.0, 1.0), (0.3, 0.0)]:
+        ours = evaluator(alpha, beta)
+        ref_loss, ref_acc = reference_style_loss(trained, dir_type, x, y, alpha, beta, data, loss_name)
+        assert ours["train_loss"] == pytest.approx(ref_loss, rel=1e-5, abs=1e-7)
+        assert ours["train_acc"] == pytest.approx(ref_acc, abs=1e-9)
+
+
+def test_centre_is_the_trained_network_and_points_do_not_drift(trained):
+    data = demo_split("test")
+    x, y = create_directions(trained, DirectionSpec())
+    evaluator = PointEvaluator(copy.deepcopy(trained), "weights", x, y, {"test": data})
+    first = evaluator(0.0, 0.0)
+    evaluator(1.0, 1.0)
+    evaluator(-0.7, 0.2)
+    assert evaluator(0.0, 0.0) == first  # set, not accumulate
+    assert first["test_acc"] > 85
+
+
+def test_batch_size_does_not_change_the_answer(trained):
+    data = demo_split("train")
+    x, y = create_directions(trained, DirectionSpec())
+    a = PointEvaluator(copy.deepcopy(trained), "weights", x, y, {"train": data}, batch_size=7)(0.2, 0.1)
+    b = PointEvaluator(copy.deepcopy(trained), "weights", x, y, {"train": data}, batch_size=3000)(0.2, 0.1)
+    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    assert a["train_acc"] == b["train_acc"]
+
+
+def test_bad_loss_or_batch_size_is_refused(trained):
+    x, y = create_directions(trained, DirectionSpec())
+    with pytest.raises(LandscapeError, match="loss_name"):
+        PointEvaluator(trained, "weights", x, y, {"train": demo_split("train")}, loss_name="hinge")
+    with pytest.raises(LandscapeError, match="batch_size"):
+        PointEvaluator(trained, "weights", x, y, {"train": demo_split("train")}, batch_size=0)
+
+
+def test_compute_surface_without_mpi_or_files(trained):
+    data = demo_split("train")
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    spec = DirectionSpec(seed=5)
+    surface = compute_surface(trained, {"train": (data.inputs, data.targets)}, "-1:1:5", "-1:1:3", spec=spec)
+    z = surface.metrics["train_loss"]
+    assert z.shape == (3, 5) and surface.done.all()
+    x, y = create_directions(trained, spec)
+    ref, _ = reference_style_loss(trained, "weights", x, y, surface.x[4], surface.y[0], data)
+    assert z[0, 4] == pytest.approx(ref, rel=1e-5)
+    assert z[1, 2] == z.min()  # the trained network sits at the centre
+    assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
+
+
+def test_user_model_with_tied_or_frozen_parts_is_covered():
+    net = models.build_model("demo_mlp")
+    data = SplitData(torch.randn(50, 2), torch.randint(0, 3, (50,)))
+    x, y = create_directions(net, DirectionSpec())
+    values = PointEvaluator(net, "weights", x, y, {"train": data})(0.0, 0.0)
+    assert np.isfinite(values["train_loss"]) and 0 <= values["train_acc"] <= 100
