@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from .distributed import Context, RunStats
 from .errors import LandscapeError
 from .evaluate import PointEvaluator, SplitData, metric_names
 from .store import SurfaceWriter
+
+PRECISION_WARN_GAP = 0.01  # relative loss gap at the centre above which reduced precision is flagged
 
 
 @dataclass
@@ -56,7 +59,10 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
         inputs = held["inputs"] if ctx.is_root else _load_inputs(config, dir_file=dir_file)[0]
         device = ctx.device()
         evaluator = PointEvaluator(inputs.net, config.dir_type, inputs.x, inputs.y, inputs.splits,
-                                   config.loss_name, config.batch_size, device)
+                                   config.loss_name, config.batch_size, device, config.precision,
+                                   config.compile, config.bn, config.bn_batch_size)
+        if config.compile:
+            evaluator.warm_up()
 
         def evaluate_point(index: int) -> dict[str, float]:
             return evaluator(*grid.point(index))
@@ -65,13 +71,15 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
             ctx.run_grid(todo, evaluate_point, on_result=None)
             return RunStats()
         writer = held["writer"]
+        if config.precision != "fp32":
+            _check_precision(evaluator, writer)
         with _progress(len(todo), grid.size) as bar:
             def on_result(index: int, values) -> None:
                 writer.record(index, values)
                 bar.update(1)
 
             stats = ctx.run_grid(todo, evaluate_point, on_result, not config.coordinator_only)
-        writer.close(_timings(stats, ctx, device))
+        writer.close(_timings(stats, ctx, evaluator))
         _summary(stats, ctx, writer)
         return stats
 
@@ -123,6 +131,7 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
         "model": config.model, "directions_sha256": fingerprint(inputs.x, inputs.y),
         "dir_type": config.dir_type, "dataset": config.dataset, "raw_data": config.raw_data,
         "data_split": config.data_split, "loss_name": config.loss_name,
+        "precision": config.precision, "bn": config.bn,
         "dataset_size": {k: len(v) for k, v in inputs.splits.items()},
         **{f"{flag}_sha256": sha for flag, sha in inputs.checkpoints.items()},
     }
@@ -133,20 +142,36 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
         "config": dataclasses.asdict(config),
         "versions": {"mpi_landscape": __version__, "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
-        "precision": "fp32", "ranks": ctx.size, "host": platform.node(),
+        "precision": config.precision, "ranks": ctx.size, "host": platform.node(),
     }
     return SurfaceWriter.open(config.resolved_surf_file(), grid.xcoordinates(), grid.ycoordinates(),
                               dir_file, metric_names(config.split_list), identity, provenance,
                               flush_seconds=config.flush_seconds)
 
 
-def _timings(stats: RunStats, ctx: Context, device: torch.device) -> dict:
+def _check_precision(evaluator: PointEvaluator, writer: SurfaceWriter) -> None:
+    """Store the centre point in fp32 and the reduced precision; warn when they disagree."""
+    check = evaluator.precision_check()
+    writer.attrs["precision_check"] = check
+    gap = check["max_relative_loss_gap"]
+    if gap > PRECISION_WARN_GAP:
+        print(f"warning: at the centre, the {evaluator.precision} loss differs from fp32 by "
+              f"{100 * gap:.2g}% (more than {100 * PRECISION_WARN_GAP:g}%); near a sharp minimum "
+              f"reduced precision is not faithful: consider --precision fp32", file=sys.stderr, flush=True)
+
+
+def _timings(stats: RunStats, ctx: Context, evaluator: PointEvaluator) -> dict:
     per_point = stats.wall_seconds / stats.points if stats.points else float("nan")
+    device = evaluator.device
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"last_run": {
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "points": stats.points,
         "wall_seconds": stats.wall_seconds, "seconds_per_point": per_point,
+        "warmup_seconds": evaluator.warmup_seconds, "batch_size": evaluator.batch_size,
         "coordinator_seconds": stats.coordinator_seconds, "ranks": ctx.size,
-        "device": device.type, "points_by_rank": {str(k): v for k, v in stats.points_by_rank.items()},
+        "device": str(device), "peak_memory_bytes_rank0": int(peak),
+        "points_by_rank": {str(k): v for k, v in stats.points_by_rank.items()},
         "stopped_early": stats.stopped_early}}
 
 

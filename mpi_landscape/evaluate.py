@@ -8,12 +8,20 @@ plus the forward passes -- nothing is copied from the host or read from disk.
 
 The loss is the mean per-sample loss over the whole split with the network in
 eval mode (BatchNorm uses its running statistics); accuracy is in percent.
-A point yields a small mapping of named floats (``train_loss``, ``train_acc``,
+All requested splits are stacked and streamed through the model in one pass
+of full batches, each sample's loss added to its own split's sum. A point
+yields a small mapping of named floats (``train_loss``, ``train_acc``,
 ``test_loss``, ...): callers pass them on without knowing what they mean.
+
+Evaluation modes: ``precision`` runs the forward pass under autocast in bf16
+or fp16 (losses are still summed in float64); ``compile`` wraps the model in
+``torch.compile``; ``bn="recompute"`` re-estimates BatchNorm running
+statistics from the training split at every point before evaluating it.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
@@ -24,7 +32,11 @@ from .directions import Direction, model_tensors
 from .errors import LandscapeError
 
 LOSS_NAMES = ("crossentropy", "mse")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+BN_MODES = ("eval", "recompute")
 DEVICE_DATA_FRACTION = 0.5  # share of free device memory the data may take
+CPU_BATCH = 1024  # batch size on the CPU: large enough to amortize, small enough for cache
+MAX_AUTO_BATCH = 16384  # the largest batch tried on a GPU
 
 
 @dataclass
@@ -37,25 +49,46 @@ class SplitData:
     def __len__(self) -> int:
         return int(self.targets.shape[0])
 
-    def batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Fixed-order batches on ``device`` (a slice when resident, a copy when streamed)."""
-        for start in range(0, len(self), batch_size):
-            end = start + batch_size
-            yield (self.inputs[start:end].to(device, non_blocking=True),
-                   self.targets[start:end].to(device, non_blocking=True))
 
+class StackedSplits:
+    """All evaluated splits as one stream of samples, each tagged with its split.
 
-def place_data(splits: Mapping[str, SplitData], device: torch.device) -> dict[str, SplitData]:
-    """Move the splits into device memory when they fit, else pin them for streaming."""
-    total = sum(s.inputs.nbytes + s.targets.nbytes for s in splits.values())
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        resident = total <= DEVICE_DATA_FRACTION * free
-    else:
-        resident = True
-    if resident:
-        return {k: SplitData(s.inputs.to(device), s.targets.to(device)) for k, s in splits.items()}
-    return {k: SplitData(s.inputs.pin_memory(), s.targets.pin_memory()) for k, s in splits.items()}
+    Kept in device memory when it fits (half the free memory at most), else
+    pinned in host memory and copied batch by batch.
+    """
+
+    def __init__(self, splits: Mapping[str, SplitData], device: torch.device):
+        self.names = list(splits)
+        self.sizes = [len(s) for s in splits.values()]
+        shapes = {tuple(s.inputs.shape[1:]) for s in splits.values()}
+        if len(shapes) > 1:
+            raise LandscapeError(f"the splits have inputs of different shapes {sorted(shapes)}")
+        inputs = torch.cat([s.inputs for s in splits.values()])
+        targets = torch.cat([s.targets for s in splits.values()]).long()
+        split_ids = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes))
+        self.device = device
+        self.resident = not (device.type == "cuda" and
+                             inputs.nbytes > DEVICE_DATA_FRACTION * torch.cuda.mem_get_info(device)[0])
+        place = (lambda t: t.to(device)) if self.resident else (lambda t: t.pin_memory())
+        self.inputs, self.targets, self.split_ids = place(inputs), place(targets), place(split_ids)
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def batches(self, batch_size: int, limit: int | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Fixed-order (inputs, targets, split ids) batches on the device."""
+        end_all = len(self) if limit is None else min(limit, len(self))
+        for start in range(0, end_all, batch_size):
+            end = min(start + batch_size, end_all)
+            yield tuple(t[start:end].to(self.device, non_blocking=True)
+                        for t in (self.inputs, self.targets, self.split_ids))
+
+    def split(self, name: str) -> tuple[int, int]:
+        """Start and end of split ``name`` in the stream."""
+        i = self.names.index(name)
+        start = sum(self.sizes[:i])
+        return start, start + self.sizes[i]
 
 
 class FlatWeights:
@@ -75,8 +108,7 @@ class FlatWeights:
         self.buffer = self.theta.clone()
         offset = 0
         for name, t in kept:
-            view = self.buffer[offset:offset + t.numel()].view(t.shape)
-            _rebind(net, name, view)
+            _rebind(net, name, self.buffer[offset:offset + t.numel()].view(t.shape))
             offset += t.numel()
 
     def flatten(self, direction: Direction) -> torch.Tensor:
@@ -104,29 +136,15 @@ def _rebind(net: torch.nn.Module, name: str, view: torch.Tensor) -> None:
         raise KeyError(name)
 
 
-def split_loss(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str) -> torch.Tensor:
-    """Summed per-sample loss of a batch (mean over classes for ``mse`` on softmax vs one-hot)."""
+def per_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str) -> torch.Tensor:
+    """Each sample's loss: cross-entropy, or mean squared error of softmax against one-hot."""
+    outputs = outputs.float()
     if loss_name == "crossentropy":
-        return F.cross_entropy(outputs.float(), targets, reduction="sum")
+        return F.cross_entropy(outputs, targets, reduction="none")
     if loss_name == "mse":
-        probs = F.softmax(outputs.float(), dim=1)
-        one_hot = F.one_hot(targets, probs.shape[1]).to(probs.dtype)
-        return ((probs - one_hot) ** 2).mean(dim=1).sum()
+        probs = F.softmax(outputs, dim=1)
+        return ((probs - F.one_hot(targets, probs.shape[1]).to(probs.dtype)) ** 2).mean(dim=1)
     raise LandscapeError(f"--loss_name {loss_name!r}: choose one of {', '.join(LOSS_NAMES)}")
-
-
-@torch.inference_mode()
-def evaluate_split(net: torch.nn.Module, data: SplitData, loss_name: str, batch_size: int,
-                   device: torch.device) -> tuple[float, float]:
-    """Mean loss and accuracy (%) of ``net`` over the whole split, in eval mode."""
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    for inputs, targets in data.batches(batch_size, device):
-        outputs = net(inputs)
-        total_loss += split_loss(outputs, targets, loss_name).double()
-        correct += (outputs.argmax(dim=1) == targets).sum()
-    n = len(data)
-    return total_loss.item() / n, 100.0 * correct.item() / n
 
 
 class PointEvaluator:
@@ -134,32 +152,123 @@ class PointEvaluator:
 
     def __init__(self, net: torch.nn.Module, dir_type: str, x: Direction, y: Direction | None,
                  splits: Mapping[str, SplitData], loss_name: str = "crossentropy",
-                 batch_size: int = 1024, device: torch.device | str = "cpu"):
-        if loss_name not in LOSS_NAMES:
-            raise LandscapeError(f"--loss_name {loss_name!r}: choose one of {', '.join(LOSS_NAMES)}")
-        if batch_size < 1:
+                 batch_size: int | None = None, device: torch.device | str = "cpu",
+                 precision: str = "fp32", compile: bool = False, bn: str = "eval",
+                 bn_batch_size: int = 128):
+        _check_choice("--loss_name", loss_name, LOSS_NAMES)
+        _check_choice("--precision", precision, PRECISIONS)
+        _check_choice("--bn", bn, BN_MODES)
+        if batch_size is not None and batch_size < 1:
             raise LandscapeError(f"--batch_size must be positive, got {batch_size}")
+        if bn == "recompute" and "train" not in splits:
+            raise LandscapeError("--bn recompute estimates BatchNorm statistics on the train split: "
+                                 "include train in --splits")
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.flat = FlatWeights(self.net, dir_type)
         self.dx = self.flat.flatten(x)
         self.dy = self.flat.flatten(y) if y is not None else None
-        self.splits = place_data(splits, self.device)
-        self.loss_name = loss_name
-        self.batch_size = batch_size
+        self.data = StackedSplits(splits, self.device)
+        self.loss_name, self.precision, self.bn = loss_name, precision, bn
+        self.bn_batch_size = bn_batch_size
+        self.forward = torch.compile(self.net) if compile else self.net
+        self.batch_size = batch_size or self._largest_batch()
+        self.warmup_seconds = 0.0
 
     @property
     def metric_names(self) -> list[str]:
-        return metric_names(self.splits)
+        return metric_names(self.data.names)
 
     def __call__(self, alpha: float, beta: float = 0.0) -> dict[str, float]:
         """Metrics at θ* + α·δ + β·η."""
         self.flat.set(alpha, self.dx, beta, self.dy)
+        if self.bn == "recompute":
+            self._recompute_batchnorm()
+        return self._evaluate(self.precision)
+
+    def warm_up(self) -> float:
+        """Run one point so compilation and allocator warm-up are not charged to the grid."""
+        start = time.perf_counter()
+        self(0.0, 0.0)
+        self.warmup_seconds = time.perf_counter() - start
+        return self.warmup_seconds
+
+    def precision_check(self) -> dict:
+        """The centre point in fp32 and in the chosen precision, and their largest relative gap."""
+        self.flat.set(0.0, self.dx, 0.0, self.dy)
+        if self.bn == "recompute":
+            self._recompute_batchnorm()
+        reference, reduced = self._evaluate("fp32"), self._evaluate(self.precision)
+        gap = max(abs(reduced[k] - reference[k]) / max(abs(reference[k]), 1e-12)
+                  for k in reference if k.endswith("_loss"))
+        return {"fp32": reference, self.precision: reduced, "max_relative_loss_gap": gap}
+
+    @torch.inference_mode()
+    def _evaluate(self, precision: str) -> dict[str, float]:
+        n_splits = len(self.data.names)
+        loss_sums = torch.zeros(n_splits, dtype=torch.float64, device=self.device)
+        correct = torch.zeros(n_splits, dtype=torch.int64, device=self.device)
+        with self._autocast(precision):
+            for inputs, targets, split_ids in self.data.batches(self.batch_size):
+                outputs = self.forward(inputs)
+                loss_sums.index_add_(0, split_ids, per_sample_loss(outputs, targets, self.loss_name).double())
+                correct.index_add_(0, split_ids, (outputs.argmax(dim=1) == targets).long())
+        loss_sums, correct = loss_sums.tolist(), correct.tolist()  # one host sync per point
         values = {}
-        for split, data in self.splits.items():
-            loss, acc = evaluate_split(self.net, data, self.loss_name, self.batch_size, self.device)
-            values[f"{split}_loss"], values[f"{split}_acc"] = loss, acc
+        for i, (name, n) in enumerate(zip(self.data.names, self.data.sizes)):
+            values[f"{name}_loss"] = loss_sums[i] / n
+            values[f"{name}_acc"] = 100.0 * correct[i] / n
         return values
+
+    @torch.no_grad()
+    def _recompute_batchnorm(self) -> None:
+        """Running statistics of every BatchNorm re-estimated on the train split (cumulative mean)."""
+        norms = [m for m in self.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        start, end = self.data.split("train")
+        self.net.train()
+        try:
+            with self._autocast(self.precision):
+                for batch_start in range(start, end, self.bn_batch_size):
+                    stop = min(batch_start + self.bn_batch_size, end)
+                    self.net(self.data.inputs[batch_start:stop].to(self.device, non_blocking=True))
+        finally:
+            self.net.eval()
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+
+    def _autocast(self, precision: str):
+        dtype = PRECISIONS[precision]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def _largest_batch(self) -> int:
+        """On a GPU the largest batch (a power of two) whose forward pass fits; 1024 on the CPU."""
+        n = len(self.data)
+        if self.device.type != "cuda":
+            return min(CPU_BATCH, n)
+        batch = min(MAX_AUTO_BATCH, 1 << (n - 1).bit_length())
+        while True:
+            try:
+                with torch.inference_mode(), self._autocast(self.precision):
+                    for inputs, _, _ in self.data.batches(batch, limit=batch):
+                        self.forward(inputs)
+                torch.cuda.synchronize(self.device)
+                return min(batch, n)
+            except torch.cuda.OutOfMemoryError:
+                if batch == 1:
+                    raise
+                batch //= 2
+                torch.cuda.empty_cache()
+
+
+def _check_choice(flag: str, value: str, choices) -> None:
+    if value not in choices:
+        raise LandscapeError(f"{flag} {value!r}: choose one of {', '.join(choices)}")
 
 
 def metric_names(splits) -> list[str]:

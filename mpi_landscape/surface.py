@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from . import __version__
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
 from .directions import DIR_TYPES, IGNORES, NORMS, DirectionSpec, default_dir_file
-from .evaluate import LOSS_NAMES
+from .evaluate import BN_MODES, LOSS_NAMES, PRECISIONS
 from .grid import Grid
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal; rerun the same command to finish
@@ -50,7 +50,11 @@ class SurfaceConfig:
     data_split: int = 1
     splits: str = "train"
     loss_name: str = "crossentropy"
-    batch_size: int = 1024
+    batch_size: int | None = None
+    precision: str = "fp32"
+    compile: bool = False
+    bn: str = "eval"
+    bn_batch_size: int = 128
     seed: int = 123
     coordinator_only: bool = False
     flush_seconds: float = 2.0
@@ -117,7 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--data_split", type=int, help="evaluate a fixed random 1/N of each split (quick preview)")
     add_flag(p, "--splits", help="splits to evaluate: train, test or train,test")
     add_flag(p, "--loss_name", choices=LOSS_NAMES, help="per-sample loss")
-    add_flag(p, "--batch_size", type=int, help="evaluation batch size")
+    add_flag(p, "--batch_size", type=int,
+             help="evaluation batch size (default: the largest that fits on a GPU, 1024 on a CPU)")
+    add_flag(p, "--precision", choices=tuple(PRECISIONS),
+             help="forward pass precision; bf16/fp16 also store an fp32 check of the centre point")
+    add_flag(p, "--compile", action="store_true", help="torch.compile the model (compile time reported apart)")
+    add_flag(p, "--bn", choices=BN_MODES,
+             help="eval: BatchNorm running statistics of the checkpoint (the reference); "
+                  "recompute: re-estimated on the train split at every point")
+    add_flag(p, "--bn_batch_size", type=int, help="batch size for --bn recompute")
     add_flag(p, "--seed", type=int, help="seed of the random directions")
     add_flag(p, "--coordinator_only", action="store_true",
              help="rank 0 only hands out work and writes results (no evaluation)")

@@ -112,3 +112,64 @@ def test_user_model_with_tied_or_frozen_parts_is_covered():
     x, y = create_directions(net, DirectionSpec())
     values = PointEvaluator(net, "weights", x, y, {"train": data})(0.0, 0.0)
     assert np.isfinite(values["train_loss"]) and 0 <= values["train_acc"] <= 100
+
+
+def test_several_splits_in_one_pass_equal_each_split_alone(trained):
+    train, test = demo_split("train"), demo_split("test")
+    x, y = create_directions(trained, DirectionSpec())
+    both = PointEvaluator(copy.deepcopy(trained), "weights", x, y, {"train": train, "test": test},
+                          batch_size=1000)(0.4, -0.3)
+    alone = PointEvaluator(copy.deepcopy(trained), "weights", x, y, {"test": test}, batch_size=1000)(0.4, -0.3)
+    assert list(both) == ["train_loss", "train_acc", "test_loss", "test_acc"]
+    assert both["test_loss"] == pytest.approx(alone["test_loss"], rel=1e-6)
+    assert both["test_acc"] == alone["test_acc"]
+
+
+def test_reduced_precision_is_close_and_checked_against_fp32(trained):
+    x, y = create_directions(trained, DirectionSpec())
+    splits = {"train": demo_split("train")}
+    fp32 = PointEvaluator(copy.deepcopy(trained), "weights", x, y, splits)(0.5, 0.5)
+    bf16 = PointEvaluator(copy.deepcopy(trained), "weights", x, y, splits, precision="bf16")
+    assert bf16(0.5, 0.5)["train_loss"] == pytest.approx(fp32["train_loss"], rel=0.05)
+    check = bf16.precision_check()
+    assert set(check) == {"fp32", "bf16", "max_relative_loss_gap"}
+    assert check["fp32"]["train_loss"] != check["bf16"]["train_loss"]
+    assert 0 < check["max_relative_loss_gap"] < 0.5
+    with pytest.raises(LandscapeError, match="--precision"):
+        PointEvaluator(trained, "weights", x, y, splits, precision="fp8")
+
+
+def test_bn_recompute_re_estimates_running_statistics_at_each_point(trained):
+    data = demo_split("train")
+    x, y = create_directions(trained, DirectionSpec())
+    evaluator = PointEvaluator(copy.deepcopy(trained), "weights", x, y, {"train": data}, bn="recompute")
+    ours = evaluator(0.6, -0.2)
+    # by hand: move the weights, reset BN, cumulative statistics over batches of 128, then eval
+    net = copy.deepcopy(trained)
+    with torch.no_grad():
+        for p, dx, dy in zip(net.parameters(), x, y):
+            p.add_(dx * 0.6 + dy * -0.2)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.reset_running_stats()
+                m.momentum = None
+        net.train()
+        for start in range(0, len(data), 128):
+            net(data.inputs[start:start + 128])
+    expected, _ = reference_style_loss(net, "weights", [torch.zeros_like(t) for t in x],
+                                       [torch.zeros_like(t) for t in y], 0, 0, data)
+    assert ours["train_loss"] == pytest.approx(expected, rel=1e-5)
+    plain = PointEvaluator(copy.deepcopy(trained), "weights", x, y, {"train": data})(0.6, -0.2)
+    assert ours["train_loss"] != pytest.approx(plain["train_loss"], rel=1e-3)
+    with pytest.raises(LandscapeError, match="train"):
+        PointEvaluator(trained, "weights", x, y, {"test": data}, bn="recompute")
+
+
+def test_compiled_model_gives_the_same_surface(trained):
+    data = demo_split("test")
+    x, y = create_directions(trained, DirectionSpec())
+    eager = PointEvaluator(copy.deepcopy(trained), "weights", x, y, {"test": data})
+    compiled = PointEvaluator(copy.deepcopy(trained), "weights", x, y, {"test": data}, compile=True)
+    assert compiled.warm_up() > 0
+    for point in [(0.0, 0.0), (0.7, -0.4), (-1.0, 1.0)]:
+        assert compiled(*point)["test_loss"] == pytest.approx(eager(*point)["test_loss"], rel=1e-5)

@@ -207,3 +207,31 @@ def test_checkpoint_or_direction_file_of_another_model_is_refused(tmp_path, demo
                                               str(tmp_path / "wrong.h5"), "--y=-1:1:3"), ranks=2)
     assert "another model" in message
     assert not (tmp_path / "b.h5").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
+def test_scheduler_signal_stops_cleanly_and_a_rerun_completes(tmp_path, slow_model, signum):
+    """A scheduler's warning (SIGUSR1, or SIGTERM) to mpirun: finished points are kept, exit 75."""
+    out = tmp_path / "s.h5"
+    args = [*slow_model, "--surf_file", str(out), "--x=-1:1:7", "--y=-1:1:7"]
+    env = {**os.environ, "SLOW_SECONDS": "0.04"}
+    job = subprocess.Popen(module_command("mpi_landscape.surface", *args, ranks=2), cwd=tmp_path,
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out.exists() and read_surface(str(out)).done.sum() >= 4):
+        time.sleep(0.2)
+    assert job.poll() is None, "the job finished before the signal"
+    job.send_signal(signum)
+    stdout, stderr = job.communicate(timeout=60)
+    assert job.returncode == surface.EXIT_STOPPED, stdout + stderr
+    assert "stopped early" in stdout
+    stopped = read_surface(str(out))
+    done_before = int(stopped.done.sum())
+    assert 4 <= done_before < 49
+    assert f"surface: {done_before} points" in stdout  # every evaluated point reached the file
+    proc = run_module("mpi_landscape.surface", *args, ranks=2, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"surface: {49 - done_before} points" in proc.stdout
+    final = read_surface(str(out))
+    assert final.done.all()
+    np.testing.assert_array_equal(final.metrics["train_loss"][stopped.done], stopped.metrics["train_loss"][stopped.done])
