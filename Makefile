@@ -22,7 +22,7 @@ test: install
 	$(PY) -m pytest -q tests
 
 docs: install
-	$(PY) -m mpi_landscape.docs_cli docs/cli.md
+	$(PY) -m mpi_landscape.cli_reference docs/cli.md
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

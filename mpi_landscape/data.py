@@ -16,6 +16,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 import torch
+from torchvision.datasets import CIFAR10
 
 from .errors import LandscapeError
 from .evaluate import SplitData
@@ -65,23 +66,23 @@ def _cifar10(root: str, train: bool, raw_data: bool, download: bool) -> SplitDat
     return SplitData(inputs.contiguous(), torch.tensor(ds.targets, dtype=torch.int64))
 
 
-def local_cifar10(root: str, train: bool, download: bool = False):
-    """torchvision's CIFAR10 on a local folder, trusting files that are present.
+class LocalCIFAR10(CIFAR10):
+    """torchvision's CIFAR10 loader trusting the files that are present in a local folder.
 
     torchvision checks md5 sums made for the official archive; a local folder
     in the same format (a subset, a re-export, the tests' small copy) is
     refused by them although it loads fine. Downloads still use the checksums.
     """
-    from torchvision.datasets import CIFAR10
 
+    train_list = [[name, None] for name, _ in CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in CIFAR10.test_list]
+    meta = {**CIFAR10.meta, "md5": None}
+
+
+def local_cifar10(root: str, train: bool, download: bool = False) -> LocalCIFAR10:
+    """One CIFAR-10 split from ``root``, downloading it first only when asked to."""
     if download:
         CIFAR10(root=root, train=train, download=True)
-
-    class LocalCIFAR10(CIFAR10):
-        train_list = [[name, None] for name, _ in CIFAR10.train_list]
-        test_list = [[name, None] for name, _ in CIFAR10.test_list]
-        meta = {**CIFAR10.meta, "md5": None}
-
     return LocalCIFAR10(root=root, train=train)
 
 

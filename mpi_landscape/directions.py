@@ -182,6 +182,23 @@ def load_directions(path: str, net: torch.nn.Module, dir_type: str,
     return to_torch(data.x), to_torch(data.y) if (two_d and data.y is not None) else None
 
 
+DESCRIPTIVE_ATTRS = ("dir_type", "xnorm", "ynorm", "xignore", "yignore", "same_dir", "seed")
+
+
+def describe_directions(path: str) -> dict:
+    """How a direction file's directions were made, for a surface file's provenance and titles.
+
+    Files of the reference carry no attributes; PCA files add their explained variance ratios.
+    """
+    from . import store
+
+    data = store.read_directions(path, tensors=False)
+    summary = {k: data.attrs[k] for k in DESCRIPTIVE_ATTRS if k in data.attrs}
+    if "explained_variance_ratio_" in data.extras:
+        summary["explained_variance_ratio"] = [float(v) for v in data.extras["explained_variance_ratio_"]]
+    return summary
+
+
 def _check_fits(path: str, axis: str, tensors: list[np.ndarray], names: list[str],
                 theta: list[torch.Tensor]) -> None:
     if len(tensors) != len(theta):
@@ -201,8 +218,10 @@ def default_dir_file(model_file: str, spec: DirectionSpec, model_file2: str | No
                      model_file3: str | None = None) -> str:
     """The reference's direction file name, derived from the checkpoint and the flags."""
     def joined(a: str, b: str) -> str:
+        # The reference appended b's whole path when the folders differ, which names a
+        # folder that does not exist; flattening b's path keeps the name unique and valid.
         same_folder = os.path.dirname(a) == os.path.dirname(b)
-        return a + "_" + (os.path.basename(b) if same_folder else b)
+        return a + "_" + (os.path.basename(b) if same_folder else b.strip("/").replace("/", "_"))
 
     name = joined(model_file, model_file2) if model_file2 else model_file
     name += f"_{spec.dir_type}"

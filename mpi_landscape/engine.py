@@ -22,7 +22,8 @@ import torch
 
 from . import __version__
 from .data import load_splits
-from .directions import create_directions, fingerprint, load_directions, save_directions
+from .directions import (create_directions, describe_directions, fingerprint, load_directions,
+                         save_directions)
 from .distributed import Context, RunStats
 from .errors import LandscapeError
 from .evaluate import PointEvaluator, SplitData, metric_names
@@ -143,6 +144,7 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
         "versions": {"mpi_landscape": __version__, "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "precision": config.precision, "ranks": ctx.size, "host": platform.node(),
+        "directions": describe_directions(dir_file),
     }
     return SurfaceWriter.open(config.resolved_surf_file(), grid.xcoordinates(), grid.ycoordinates(),
                               dir_file, metric_names(config.split_list), identity, provenance,

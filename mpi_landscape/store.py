@@ -73,8 +73,11 @@ def write_directions(
         _set_attrs(f, attrs or {})
 
 
-def read_directions(path: str) -> DirectionFile:
-    """Read a direction file written by this tool or by the reference."""
+def read_directions(path: str, tensors: bool = True) -> DirectionFile:
+    """Read a direction file written by this tool or by the reference.
+
+    ``tensors=False`` reads only the attributes and root datasets (cheap for big nets).
+    """
     if not os.path.isfile(path):
         raise LandscapeError(f"direction file {path} does not exist")
     try:
@@ -83,7 +86,8 @@ def read_directions(path: str) -> DirectionFile:
                 raise LandscapeError(
                     f"{path} is not a direction file: it has no 'xdirection' group"
                 )
-            groups = [_read_tensor_group(f[g]) if g in f else None for g in DIRECTION_GROUPS]
+            groups = [(_read_tensor_group(f[g]) if tensors else []) if g in f else None
+                      for g in DIRECTION_GROUPS]
             extras = {k: f[k][()] for k in f if isinstance(f[k], h5py.Dataset)}
             return DirectionFile(groups[0], groups[1], _get_attrs(f), extras)
     except OSError as exc:

@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--flush_seconds", type=float, help="longest time between snapshots of the surface file")
     for legacy in ("--mpi", "--cuda"):
         add_flag(p, legacy, action="store_true", help="accepted for old command lines; not needed")
+    for legacy in ("--ngpu", "--threads"):
+        add_flag(p, legacy, type=int, help="accepted for old command lines; ignored (one GPU per rank, "
+                                           "no data-loading threads)")
     p.add_argument("--version", action="version", version=f"mpi_landscape {__version__}")
     return p
 

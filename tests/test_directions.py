@@ -178,4 +178,4 @@ def test_default_dir_file_follows_reference_naming():
         "_yignore=biasbn_ynorm=filter.h5")
     line = DirectionSpec(dir_type="states", two_d=False)
     assert default_dir_file("a/m1.t7", line, "a/m2.t7") == "a/m1.t7_m2.t7_states_xignore=biasbn_xnorm=filter.h5"
-    assert default_dir_file("a/m1.t7", line, "b/m2.t7") == "a/m1.t7_b/m2.t7_states_xignore=biasbn_xnorm=filter.h5"
+    assert default_dir_file("a/m1.t7", line, "b/m2.t7") == "a/m1.t7_b_m2.t7_states_xignore=biasbn_xnorm=filter.h5"
