@@ -57,13 +57,16 @@ class StackedSplits:
     pinned in host memory and copied batch by batch.
     """
 
-    def __init__(self, splits: Mapping[str, SplitData], device: torch.device):
+    def __init__(self, splits: Mapping[str, SplitData], device: torch.device,
+                 channels_last: bool = False):
         self.names = list(splits)
         self.sizes = [len(s) for s in splits.values()]
         shapes = {tuple(s.inputs.shape[1:]) for s in splits.values()}
         if len(shapes) > 1:
             raise LandscapeError(f"the splits have inputs of different shapes {sorted(shapes)}")
         inputs = torch.cat([s.inputs for s in splits.values()])
+        if channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         targets = torch.cat([s.targets for s in splits.values()]).long()
         split_ids = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes))
         self.device = device
@@ -97,23 +100,38 @@ class FlatWeights:
     ``dir_type="weights"`` covers ``net.parameters()``; ``"states"`` covers every
     floating-point ``state_dict()`` entry (BatchNorm running statistics too).
     Integer entries such as ``num_batches_tracked`` stay at θ*: eval mode does
-    not read them.
+    not read them. With ``channels_last`` the 4D tensors (conv filters) are
+    laid out NHWC in the buffer, so convolutions read them in the layout that
+    is fastest on GPUs; directions are flattened in the same order.
     """
 
-    def __init__(self, net: torch.nn.Module, dir_type: str):
+    def __init__(self, net: torch.nn.Module, dir_type: str, channels_last: bool = False):
         names, tensors = model_tensors(net, dir_type)
         self.mask = [t.is_floating_point() for t in tensors]
+        self.channels_last = channels_last
         kept = [(n, t) for (n, t), keep in zip(zip(names, tensors), self.mask) if keep]
-        self.theta = torch.cat([t.reshape(-1).float() for _, t in kept])
+        self.theta = torch.cat([self._flat(t) for _, t in kept])
         self.buffer = self.theta.clone()
         offset = 0
         for name, t in kept:
-            _rebind(net, name, self.buffer[offset:offset + t.numel()].view(t.shape))
+            segment = self.buffer[offset:offset + t.numel()]
+            _rebind(net, name, self._shaped(segment, t.shape))
             offset += t.numel()
+
+    def _flat(self, t: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and t.dim() == 4:
+            t = t.permute(0, 2, 3, 1)
+        return t.reshape(-1).float()
+
+    def _shaped(self, segment: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        if self.channels_last and len(shape) == 4:
+            n, c, h, w = shape
+            return segment.view(n, h, w, c).permute(0, 3, 1, 2)
+        return segment.view(shape)
 
     def flatten(self, direction: Direction) -> torch.Tensor:
         """A direction as one flat vector aligned with the buffer, on its device."""
-        parts = [d.reshape(-1).float() for d, keep in zip(direction, self.mask) if keep]
+        parts = [self._flat(d) for d, keep in zip(direction, self.mask) if keep]
         return torch.cat(parts).to(self.theta.device)
 
     def set(self, alpha: float, dx: torch.Tensor, beta: float = 0.0, dy: torch.Tensor | None = None) -> None:
@@ -154,7 +172,7 @@ class PointEvaluator:
                  splits: Mapping[str, SplitData], loss_name: str = "crossentropy",
                  batch_size: int | None = None, device: torch.device | str = "cpu",
                  precision: str = "fp32", compile: bool = False, bn: str = "eval",
-                 bn_batch_size: int = 128):
+                 bn_batch_size: int = 128, channels_last: bool | None = None):
         _check_choice("--loss_name", loss_name, LOSS_NAMES)
         _check_choice("--precision", precision, PRECISIONS)
         _check_choice("--bn", bn, BN_MODES)
@@ -165,10 +183,13 @@ class PointEvaluator:
                                  "include train in --splits")
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
-        self.flat = FlatWeights(self.net, dir_type)
+        if channels_last is None:  # where it helps: convolutions on a GPU
+            channels_last = self.device.type == "cuda" and any(
+                isinstance(m, torch.nn.Conv2d) for m in self.net.modules())
+        self.flat = FlatWeights(self.net, dir_type, channels_last)
         self.dx = self.flat.flatten(x)
         self.dy = self.flat.flatten(y) if y is not None else None
-        self.data = StackedSplits(splits, self.device)
+        self.data = StackedSplits(splits, self.device, channels_last)
         self.loss_name, self.precision, self.bn = loss_name, precision, bn
         self.bn_batch_size = bn_batch_size
         self.forward = torch.compile(self.net) if compile else self.net

@@ -173,3 +173,17 @@ def test_compiled_model_gives_the_same_surface(trained):
     assert compiled.warm_up() > 0
     for point in [(0.0, 0.0), (0.7, -0.4), (-1.0, 1.0)]:
         assert compiled(*point)["test_loss"] == pytest.approx(eager(*point)["test_loss"], rel=1e-5)
+
+
+def test_channels_last_layout_gives_the_same_losses():
+    """The NHWC buffer layout used on GPUs, checked on the CPU with a real conv net."""
+    torch.manual_seed(0)
+    net = models.build_model("resnet20").eval()
+    data = SplitData(torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,)))
+    x, y = create_directions(net, DirectionSpec())
+    plain = PointEvaluator(copy.deepcopy(net), "weights", x, y, {"train": data}, channels_last=False)
+    nhwc = PointEvaluator(copy.deepcopy(net), "weights", x, y, {"train": data}, channels_last=True)
+    conv = next(m for m in nhwc.net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for point in [(0.0, 0.0), (0.3, -0.6)]:
+        assert nhwc(*point)["train_loss"] == pytest.approx(plain(*point)["train_loss"], rel=1e-5)
