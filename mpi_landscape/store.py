@@ -382,6 +382,10 @@ class Projection:
     lr_drop_epochs: np.ndarray
     attrs: dict = field(default_factory=dict)
 
+    def drop_indices(self) -> np.ndarray:
+        """Indices of the checkpoints taken at an epoch where the learning rate dropped."""
+        return np.flatnonzero(np.isin(self.epochs, self.lr_drop_epochs))
+
 
 def write_projection(path: str, xcoord: np.ndarray, ycoord: np.ndarray, epochs: np.ndarray,
                      lr_drop_epochs: np.ndarray, attrs: Mapping | None = None) -> None:
@@ -395,19 +399,26 @@ def write_projection(path: str, xcoord: np.ndarray, ycoord: np.ndarray, epochs: 
 
 
 def read_projection(path: str) -> Projection:
-    """Read a projection file of this tool or of the reference (which has no epochs)."""
+    """Read a projection file of this tool or of the reference (whose points are numbered 0..n-1)."""
     if not os.path.isfile(path):
         raise LandscapeError(f"projection file {path} does not exist")
     try:
         with h5py.File(path, "r") as f:
-            if "proj_xcoord" not in f or "proj_ycoord" not in f:
-                raise LandscapeError(f"{path} is not a projection file: it has no 'proj_xcoord'")
-            x = np.asarray(f["proj_xcoord"][()], dtype=np.float64)
-            y = np.asarray(f["proj_ycoord"][()], dtype=np.float64)
-            epochs = (np.asarray(f["epochs"][()], dtype=np.int64) if "epochs" in f
+            missing = [k for k in ("proj_xcoord", "proj_ycoord") if k not in f]
+            if missing:
+                raise LandscapeError(f"{path} is not a projection file: it has no {', '.join(missing)}")
+            x = np.asarray(f["proj_xcoord"][()], dtype=np.float64).ravel()
+            y = np.asarray(f["proj_ycoord"][()], dtype=np.float64).ravel()
+            epochs = (np.asarray(f["epochs"][()], dtype=np.int64).ravel() if "epochs" in f
                       else np.arange(len(x), dtype=np.int64))
-            drops = (np.asarray(f["lr_drop_epochs"][()], dtype=np.int64) if "lr_drop_epochs" in f
+            drops = (np.asarray(f["lr_drop_epochs"][()], dtype=np.int64).ravel() if "lr_drop_epochs" in f
                      else np.zeros(0, dtype=np.int64))
-            return Projection(x, y, epochs, drops, _get_attrs(f))
+            attrs = _get_attrs(f)
     except OSError as exc:
         raise LandscapeError(f"cannot read projection file {path}: {exc}") from None
+    if not len(x):
+        raise LandscapeError(f"{path} holds no projected checkpoints")
+    if not len(x) == len(y) == len(epochs):
+        raise LandscapeError(f"{path}: proj_xcoord, proj_ycoord and epochs must have one entry "
+                             f"per checkpoint (found {len(x)}, {len(y)}, {len(epochs)})")
+    return Projection(x, y, epochs, drops, attrs)

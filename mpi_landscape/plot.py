@@ -1,0 +1,251 @@
+"""``python -m mpi_landscape.plot``: figures of surface files, as PNG and PDF.
+
+    python -m mpi_landscape.plot resnet56_surface.h5 --vmin 0.1 --vmax 10 --vlevel 0.5
+    python -m mpi_landscape.plot a.h5 b.h5 c.h5 --compare --metric train_loss
+    python -m mpi_landscape.plot surf.h5 --proj_file proj.h5 --kinds contour
+    python -m mpi_landscape.plot surf.h5 --watch 30        # while a run is writing it
+
+A 1D file gives loss and accuracy against α (several files overlaid); a 2D
+file gives labelled contour lines, filled contours, a heatmap and a 3D
+surface of one metric; ``--proj_file`` adds an optimizer path on the contours
+and ``--compare`` puts several 2D surfaces side by side on one colour scale.
+Partial files are drawn as far as they are done. The paths written are
+printed, one per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from . import __version__
+from .cli import add_flag, exit_on_user_error, new_parser
+from .errors import LandscapeError
+from .plot_data import (default_prefix, figure_title, legend_label, locate_dir_file,
+                        metric_values, read_explained_variance)
+from .plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_compare,
+                           figure_trajectory)
+from .store import Surface, read_projection, read_surface
+
+FORMATS = ("png", "pdf", "svg")
+LOSS_SCALE = (0.1, 10.0, 0.5)  # the reference plot_2D's vmin, vmax, vlevel
+LOG_STEP = 0.1  # decades between contour levels with --log
+DATA_LEVELS = 20  # contour levels over the data range when no loss defaults apply
+FILE_SUFFIX = {"contour": "2dcontour", "contourf": "2dcontourf", "heat": "2dheat",
+               "surface": "3dsurface"}  # the reference plot_2D's names
+
+
+@dataclass(frozen=True)
+class PlotConfig:
+    """Which files to draw, what, and where."""
+
+    surf_files: tuple[str, ...] = ()
+    metric: str = "train_loss"
+    out: str | None = None
+    format: str = "png,pdf"
+    dpi: int = 300
+    kinds: str = ",".join(KINDS)
+    log: bool = False
+    vmin: float | None = None
+    vmax: float | None = None
+    vlevel: float | None = None
+    proj_file: str | None = None
+    dir_file: str | None = None
+    compare: bool = False
+    watch: float = 0.0
+
+    @property
+    def formats(self) -> list[str]:
+        chosen = [f.strip().lower() for f in self.format.split(",") if f.strip()]
+        bad = [f for f in chosen if f not in FORMATS]
+        if bad or not chosen:
+            raise LandscapeError(f"--format {self.format!r}: choose from {', '.join(FORMATS)}")
+        return chosen
+
+    @property
+    def kind_list(self) -> list[str]:
+        chosen = [k.strip() for k in self.kinds.split(",") if k.strip()]
+        bad = [k for k in chosen if k not in KINDS]
+        if bad or not chosen:
+            raise LandscapeError(f"--kinds {self.kinds!r}: choose from {', '.join(KINDS)}")
+        return chosen
+
+    def __post_init__(self) -> None:
+        if self.dpi < 10:
+            raise LandscapeError(f"--dpi {self.dpi}: give dots per inch, e.g. 300")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The plot command's flags (the reference's plot_1D/plot_2D names where they exist)."""
+    p = new_parser("mpi_landscape.plot", PlotConfig,
+                   "Plot 1D or 2D surface files (complete or still being written) as PNG/PDF.")
+    p.add_argument("surf_files", nargs="*", metavar="FILE", default=argparse.SUPPRESS,
+                   help="surface files (.h5)")
+    add_flag(p, "--surf_file", action="append", dest="extra_files", metavar="FILE",
+             default=argparse.SUPPRESS, help="a surface file, as the reference passes it (repeatable)")
+    p.add_argument("--metric", "--surf_name", "--surf-name", dest="metric",
+                   help="the array to draw in 2D, e.g. train_loss, test_acc")
+    add_flag(p, "--out", help="path prefix of the figures; None: the surface file without .h5")
+    add_flag(p, "--format", help=f"comma-separated formats among {', '.join(FORMATS)}")
+    add_flag(p, "--dpi", type=int, help="resolution of PNG files (dots per inch at a column's width)")
+    add_flag(p, "--kinds", help=f"2D views to draw, among {', '.join(KINDS)}")
+    add_flag(p, "--log", action="store_true",
+             help="log scale for the loss (1D axis; 2D colours and levels; log10 height in 3D)")
+    add_flag(p, "--vmin", type=float, help=f"lowest contour level; None: {LOSS_SCALE[0]:g} for a loss, "
+             "else the data's minimum")
+    add_flag(p, "--vmax", type=float, help=f"highest contour level; None: {LOSS_SCALE[1]:g} for a loss, "
+             "else the data's maximum")
+    add_flag(p, "--vlevel", type=float, help=f"spacing of contour levels; None: {LOSS_SCALE[2]:g} for a "
+             f"loss, else 1/{DATA_LEVELS} of the range (with --log in decades: {LOG_STEP:g})")
+    add_flag(p, "--proj_file", help="projected trajectory (proj_xcoord, proj_ycoord) to draw on the contours")
+    add_flag(p, "--dir_file", help="direction file for PCA axis labels; None: the one the surface names")
+    add_flag(p, "--compare", action="store_true",
+             help="one panel per 2D file side by side, on a shared colour scale")
+    add_flag(p, "--watch", type=float, metavar="SECONDS",
+             help="redraw every SECONDS until every file is complete (0: draw once)")
+    p.add_argument("--version", action="version", version=f"mpi_landscape {__version__}")
+    return p
+
+
+def parse_plot_config(argv: list[str]) -> PlotConfig:
+    """Parse ``argv``; files come as positional arguments and/or ``--surf_file``."""
+    parser = build_parser()
+    namespace = vars(parser.parse_args(argv))
+    files = tuple(namespace.pop("surf_files", ())) + tuple(namespace.pop("extra_files", ()))
+    if not files:
+        parser.error("give at least one surface file")
+    fields = {f.name for f in dataclasses.fields(PlotConfig)}
+    return PlotConfig(**{k: v for k, v in namespace.items() if k in fields}, surf_files=files)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Draw, print the paths written; with ``--watch``, redraw until the files are complete."""
+    config = parse_plot_config(sys.argv[1:] if argv is None else argv)
+    with exit_on_user_error():
+        paths, fraction = draw(config)
+        print("\n".join(paths), flush=True)
+        try:
+            while config.watch > 0 and fraction < 1:
+                time.sleep(config.watch)
+                paths, fraction = draw(config)
+                print(f"redrawn: {fraction:.0%} of the least finished file done", file=sys.stderr)
+        except KeyboardInterrupt:
+            return 130
+    return 0
+
+
+def draw(config: PlotConfig) -> tuple[list[str], float]:
+    """Draw every figure ``config`` asks for; returns the paths written and the lowest fraction done."""
+    loaded = [(path, read_surface(path)) for path in config.surf_files]
+    if len({s.y is None for _, s in loaded}) > 1:
+        raise LandscapeError("1D and 2D surface files cannot be plotted together; plot them separately")
+    formats = config.formats
+    with column_style():
+        if loaded[0][1].y is None:
+            paths = _draw_1d(config, loaded, formats)
+        elif config.compare:
+            paths = _draw_compare(config, loaded, formats)
+        else:
+            paths = [p for index, item in enumerate(loaded)
+                     for p in _draw_2d(config, item, _prefix(config, index, len(loaded)), formats)]
+    return paths, min(s.fraction_done for _, s in loaded)
+
+
+def resolve_scale(config: PlotConfig, surfaces: list[Surface]) -> Scale:
+    """Contour levels and colour range: the flags, else the reference's for a loss, else the data's."""
+    log = config.log
+    if config.metric.endswith("loss"):
+        vmin, vmax, step = LOSS_SCALE[0], LOSS_SCALE[1], LOG_STEP if log else LOSS_SCALE[2]
+    else:
+        vmin, vmax = _data_range(config.metric, surfaces, positive=log)
+        step = (np.log10(vmax / vmin) if log else vmax - vmin) / DATA_LEVELS
+    vmin = config.vmin if config.vmin is not None else vmin
+    vmax = config.vmax if config.vmax is not None else vmax
+    step = config.vlevel if config.vlevel is not None else step
+    return Scale(vmin, vmax, step, log)
+
+
+def _draw_1d(config: PlotConfig, loaded: list[tuple[str, Surface]], formats: list[str]) -> list[str]:
+    if config.proj_file:
+        raise LandscapeError("--proj_file needs a 2D surface: a trajectory is drawn on contours")
+    labels = [legend_label(s, path) for path, s in loaded]
+    if len(set(labels)) < len(labels):  # same model and checkpoint: tell them apart by file
+        labels = [f"{label} [{os.path.basename(path)}]" for label, (path, _) in zip(labels, loaded)]
+    curves = [(s, label) for (_, s), label in zip(loaded, labels)]
+    title = figure_title(loaded[0][1], loaded[0][0]) if len(loaded) == 1 else "loss and accuracy along α"
+    stem = _prefix(config, 0, 1) + ("_1d_loss_acc" if len(loaded) == 1 else "_1d_compare")
+    return save(figure_1d(curves, title, log=config.log), stem + ("_log" if config.log else ""), formats,
+                config.dpi)
+
+
+def _draw_2d(config: PlotConfig, item: tuple[str, Surface], prefix: str,
+             formats: list[str]) -> list[str]:
+    path, surface = item
+    scale = resolve_scale(config, [surface])
+    variance = read_explained_variance(locate_dir_file(path, surface, config.dir_file))
+    title = figure_title(surface, path)
+    stem = f"{prefix}_{config.metric}"
+    log = "_log" if config.log else ""
+    paths = []
+    for kind in config.kind_list:
+        fig = figure_2d(surface, config.metric, kind, scale, title, variance)
+        paths += save(fig, f"{stem}_{FILE_SUFFIX[kind]}{log}", formats, config.dpi)
+    if config.proj_file:
+        fig = figure_trajectory(surface, config.metric, read_projection(config.proj_file), scale,
+                                title, variance)
+        paths += save(fig, f"{stem}_2dcontour_proj{log}", formats, config.dpi)
+    return paths
+
+
+def _draw_compare(config: PlotConfig, loaded: list[tuple[str, Surface]],
+                  formats: list[str]) -> list[str]:
+    surfaces = [s for _, s in loaded]
+    variances = [read_explained_variance(locate_dir_file(path, s, config.dir_file)) for path, s in loaded]
+    fig = figure_compare([(s, path) for path, s in loaded], config.metric,
+                         resolve_scale(config, surfaces), variances)
+    return save(fig, f"{_prefix(config, 0, 1)}_{config.metric}_2dcompare{'_log' if config.log else ''}",
+                formats, config.dpi)
+
+
+def save(fig: Figure, stem: str, formats: list[str], dpi: int) -> list[str]:
+    """Write ``fig`` as ``stem.<format>`` for each format; returns the paths."""
+    folder = os.path.dirname(os.path.abspath(stem))
+    if not os.path.isdir(folder):
+        raise LandscapeError(f"cannot write {stem}.*: the folder {folder} does not exist")
+    paths = [f"{stem}.{fmt}" for fmt in formats]
+    for path in paths:
+        fig.savefig(path, dpi=dpi)
+    return paths
+
+
+def _prefix(config: PlotConfig, index: int, count: int) -> str:
+    """The figure path prefix of file ``index`` of ``count`` drawn separately."""
+    path = config.surf_files[index]
+    if config.out is None:
+        return default_prefix(path)
+    if count == 1:
+        return config.out
+    return f"{config.out}_{os.path.basename(default_prefix(path))}"
+
+
+def _data_range(metric: str, surfaces: list[Surface], positive: bool) -> tuple[float, float]:
+    """The finished, finite (and, for a log scale, positive) values' range over all surfaces."""
+    values = np.concatenate([metric_values(s, metric).ravel() for s in surfaces])
+    values = values[np.isfinite(values) & ((values > 0) if positive else True)]
+    if not len(values):
+        return (1.0, 10.0) if positive else (0.0, 1.0)
+    lo, hi = float(values.min()), float(values.max())
+    if lo == hi:  # a flat surface still needs a range to colour
+        return (lo / 2, lo * 2) if positive else (lo - 0.5, hi + 0.5)
+    return lo, hi
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Tests of ``python -m mpi_landscape.vtk``: files read back with VTK's own XML readers.
+
+Geometry (point count, bounds, the height of given points) and every point
+array are compared with the HDF5 file; partial runs must leave out the quads
+that touch unfinished points; the trajectory must lie on the surface; and the
+.vtp must render off-screen to a picture that shows a surface.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from vtkmodules.util.numpy_support import vtk_to_numpy
+from vtkmodules.vtkIOImage import vtkPNGReader
+from vtkmodules.vtkIOXML import vtkXMLPolyDataReader, vtkXMLStructuredGridReader
+
+import mpi_landscape
+from conftest import run_module
+from mpi_landscape import vtk as vtk_command
+from mpi_landscape.plot_render import render_png
+from mpi_landscape.store import read_surface
+from test_plot import bowl, demo_run, write_projection, write_reference_surface, write_surface  # noqa: F401
+
+
+def read_back(path: str):
+    """The dataset in ``path``, read by VTK's XML reader for its type."""
+    reader = vtkXMLPolyDataReader() if path.endswith(".vtp") else vtkXMLStructuredGridReader()
+    reader.SetFileName(path)
+    reader.Update()
+    return reader.GetOutput()
+
+
+def points_of(dataset) -> np.ndarray:
+    return vtk_to_numpy(dataset.GetPoints().GetData())
+
+
+def point_array(dataset, name: str) -> np.ndarray:
+    array = dataset.GetPointData().GetArray(name)
+    assert array is not None, f"no point array {name}"
+    return vtk_to_numpy(array)
+
+
+def quads_of(polydata) -> np.ndarray:
+    cells = polydata.GetPolys()
+    offsets = vtk_to_numpy(cells.GetOffsetsArray())
+    assert (np.diff(offsets) == 4).all()
+    return vtk_to_numpy(cells.GetConnectivityArray()).reshape(-1, 4)
+
+
+def export(*args: str) -> list[str]:
+    """Run the vtk command in-process; returns the paths written."""
+    return vtk_command.run(vtk_command.parse_vtk_config(list(args)))
+
+
+def test_vtp_of_a_demo_run_matches_the_hdf5(demo_run, tmp_path, capsys):
+    assert vtk_command.main([demo_run, "--out", str(tmp_path / "demo.vtp")]) == 0
+    path = capsys.readouterr().out.split()
+    assert path == [str(tmp_path / "demo.vtp")]
+    with open(path[0], "rb") as f:
+        header = f.read(400)
+    assert b'type="PolyData"' in header and b"vtkZLibDataCompressor" in header
+    surface = read_surface(demo_run)
+    ny, nx = len(surface.y), len(surface.x)
+    poly = read_back(path[0])
+    assert poly.GetNumberOfPoints() == nx * ny and poly.GetNumberOfPolys() == (nx - 1) * (ny - 1)
+    z = surface.metrics["train_loss"]
+    np.testing.assert_allclose(poly.GetBounds(), [-1, 1, -0.5, 0.5, z.min(), z.max()])
+    xyz = points_of(poly)
+    for iy, ix in [(0, 0), (0, nx - 1), (ny - 1, 0), (2, 3)]:
+        np.testing.assert_allclose(xyz[iy * nx + ix], [surface.x[ix], surface.y[iy], z[iy, ix]])
+    for name, values in surface.metrics.items():
+        np.testing.assert_array_equal(point_array(poly, name), values.ravel())
+    assert (point_array(poly, "done") == 1).all()
+    assert poly.GetPointData().GetScalars().GetName() == "train_loss"
+
+
+def test_vts_of_a_non_square_reference_file(tmp_path):
+    x, y = np.linspace(-1, 1, 7), np.linspace(-2, 2, 4)
+    ref = write_reference_surface(tmp_path / "ref.h5", x, y)
+    paths = export(ref, "--format", "vts", "--metric", "train_acc")
+    assert paths == [str(tmp_path / "ref_train_acc.vts")]
+    grid = read_back(paths[0])
+    assert grid.GetExtent() == (0, 6, 0, 3, 0, 0)
+    acc = 100 - 10 * bowl(x, y)
+    xyz = points_of(grid)
+    np.testing.assert_allclose(xyz[:, 2], acc.ravel())
+    np.testing.assert_allclose(xyz[3 * 7 + 5], [x[5], y[3], acc[3, 5]])
+    np.testing.assert_allclose(point_array(grid, "train_loss"), bowl(x, y).ravel())
+
+
+def partial_surface(tmp_path) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    x, y = np.linspace(-1, 1, 6), np.linspace(0, 1, 5)
+    done = np.ones((5, 6), dtype=bool)
+    done[2, 3] = done[4, 0] = False
+    return write_surface(tmp_path / "partial.h5", x, y, done=done), x, y, done
+
+
+def test_partial_run_leaves_out_quads_touching_unfinished_points(tmp_path):
+    path, x, y, done = partial_surface(tmp_path)
+    vtp, = export(path)
+    poly = read_back(vtp)
+    quads = quads_of(poly)
+    unfinished = {2 * 6 + 3, 4 * 6 + 0}
+    assert len(quads) == 5 * 4 - 4 - 1  # the interior point takes four quads, the corner one
+    assert not unfinished & set(quads.ravel().tolist())
+    np.testing.assert_array_equal(point_array(poly, "done"), done.ravel().astype(np.uint8))
+    loss = point_array(poly, "train_loss")
+    assert np.isnan(loss[sorted(unfinished)]).all() and np.isfinite(np.delete(loss, sorted(unfinished))).all()
+    z = points_of(poly)[:, 2]
+    drawn = bowl(x, y)[done]
+    assert z.max() == pytest.approx(drawn.max()) and z.min() == pytest.approx(drawn.min())  # no spikes
+
+    vts, = export(path, "--format", "vts")
+    grid = read_back(vts)
+    hidden = [i for i in range(grid.GetNumberOfPoints()) if not grid.IsPointVisible(i)]
+    assert hidden == sorted(unfinished)
+    visible_cells = sum(grid.IsCellVisible(i) for i in range(grid.GetNumberOfCells()))
+    assert visible_cells == len(quads)
+
+
+def test_log_and_zmax_shape_the_height_as_the_reference(tmp_path):
+    x = np.linspace(-1, 1, 5)
+    path = write_surface(tmp_path / "s.h5", x, x)
+    vtp, = export(path, "--log", "--zmax", "2")
+    assert os.path.basename(vtp) == "s_train_loss_zmax=2_log.vtp"
+    poly = read_back(vtp)
+    expected = np.log(np.minimum(bowl(x, x), 2) + 0.1)
+    np.testing.assert_allclose(points_of(poly)[:, 2], expected.ravel())
+    np.testing.assert_allclose(point_array(poly, "height"), expected.ravel())
+    np.testing.assert_allclose(point_array(poly, "train_loss"), bowl(x, x).ravel())  # raw values kept
+    flat, = export(path, "--flat", "--out", str(tmp_path / "flat.vtp"))
+    assert (points_of(read_back(flat))[:, 2] == 0).all()
+
+
+def test_a_diverged_point_is_a_hole_unless_clipped(tmp_path):
+    x = np.linspace(-1, 1, 4)
+    loss = bowl(x, x)
+    loss[1, 2] = np.inf
+    path = write_surface(tmp_path / "s.h5", x, x, metrics={"train_loss": loss})
+    hole = read_back(export(path)[0])
+    assert hole.GetNumberOfPolys() == 9 - 4 and np.isnan(point_array(hole, "train_loss")[1 * 4 + 2])
+    assert (point_array(hole, "done") == 1).all()
+    clipped = read_back(export(path, "--zmax", "3")[0])
+    assert clipped.GetNumberOfPolys() == 9 and points_of(clipped)[1 * 4 + 2, 2] == 3
+
+
+def test_interp_resamples_complete_surfaces_only(tmp_path, capsys):
+    x, y = np.linspace(-1, 1, 9), np.linspace(-1, 1, 6)
+    path = write_surface(tmp_path / "s.h5", x, y)
+    vtp, = export(path, "--interp", "25")
+    poly = read_back(vtp)
+    assert poly.GetNumberOfPoints() == 25 * 25 and poly.GetNumberOfPolys() == 24 * 24
+    xyz = points_of(poly)
+    # The bowl is a quadratic: cubic convolution reproduces it exactly between the samples.
+    np.testing.assert_allclose(xyz[:, 2], 0.2 + xyz[:, 0] ** 2 + 3 * xyz[:, 1] ** 2 + 0.5 * xyz[:, 0],
+                               atol=1e-12)
+
+    partial, *_ = partial_surface(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        vtk_command.main([partial, "--interp", "50"])
+    assert exit_info.value.code == 2
+    assert "--interp needs a complete surface, this one is 93% done" in capsys.readouterr().err
+
+
+def test_trajectory_lies_on_the_surface(tmp_path):
+    x, y = np.linspace(-1, 1, 11), np.linspace(-1, 1, 7)
+    xx, yy = np.meshgrid(x, y)
+    plane = {"train_loss": 1 + 0.5 * xx - 0.25 * yy}  # bilinear sampling is exact on a plane
+    path = write_surface(tmp_path / "s.h5", x, y, metrics=plane)
+    px = np.array([-0.9, -0.5, 0.1, 1.5, 1.6, 0.3, 0.2, 0.0])  # two checkpoints outside the grid
+    py = np.array([-0.9, -0.2, 0.4, 0.0, 0.0, 0.1, -0.3, 0.0])
+    proj = write_projection(tmp_path / "p.h5", px, py, epochs=np.arange(8) * 10, drops=np.array([20]))
+    paths = export(path, "--proj_file", proj)
+    assert paths[1] == str(tmp_path / "s_train_loss_trajectory.vtp")
+    line = read_back(paths[1])
+    assert line.GetNumberOfLines() == 2 and line.GetNumberOfPoints() == 6
+    xyz = points_of(line)
+    keep = [0, 1, 2, 5, 6, 7]
+    np.testing.assert_allclose(xyz[:, :2], np.column_stack([px[keep], py[keep]]))
+    np.testing.assert_allclose(xyz[:, 2], 1 + 0.5 * px[keep] - 0.25 * py[keep], atol=1e-12)
+    np.testing.assert_array_equal(point_array(line, "epoch"), np.array(keep) * 10)
+    np.testing.assert_array_equal(point_array(line, "lr_drop"), [0, 0, 1, 0, 0, 0])
+
+
+def test_vtp_renders_off_screen_to_a_surface_picture(demo_run, tmp_path):
+    vtp, = export(demo_run, "--out", str(tmp_path / "demo.vtp"))
+    png = render_png(read_back(vtp), str(tmp_path / "demo.png"), size=(320, 240))
+    reader = vtkPNGReader()
+    reader.SetFileName(png)
+    reader.Update()
+    image = reader.GetOutput()
+    assert image.GetDimensions()[:2] == (320, 240)
+    pixels = vtk_to_numpy(image.GetPointData().GetScalars())[:, :3]
+    not_background = (pixels < 250).any(axis=1).mean()
+    assert 0.15 < not_background < 0.95
+    packed = pixels[:, 0].astype(np.uint32) << 16 | pixels[:, 1].astype(np.uint32) << 8 | pixels[:, 2]
+    assert len(np.unique(packed)) > 1000  # shaded and coloured (the colour bar alone has a few hundred)
+
+
+def test_png_flag_and_the_module_never_shadows_the_vtk_package(demo_run, tmp_path):
+    package_dir = os.path.dirname(mpi_landscape.__file__)  # where mpi_landscape/vtk.py lives
+    result = subprocess.run(
+        [sys.executable, "-m", "mpi_landscape.vtk", demo_run, "--out", str(tmp_path / "d.vtp"),
+         "--png", str(tmp_path / "d.png")],
+        cwd=package_dir, text=True, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(tmp_path / "d.vtp"), str(tmp_path / "d.png")]
+    assert os.path.getsize(tmp_path / "d.png") > 10_000
+    probe = subprocess.run([sys.executable, "-c", "import mpi_landscape.vtk, vtk; print(vtk.__file__)"],
+                           text=True, capture_output=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    assert os.path.dirname(probe.stdout.strip()) != package_dir
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    x = np.linspace(-1, 1, 5)
+    one_d = write_surface(tmp_path / "line.h5", x)
+    two_d = write_surface(tmp_path / "s.h5", x, x)
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        f["proj_xcoord"] = np.zeros(2)
+    for args, message in ([[one_d], "1D surface"],
+                          [[two_d, "--metric", "nope"], "no array 'nope'"],
+                          [[two_d, "--proj_file", str(tmp_path / "p.h5")], "no proj_ycoord"],
+                          [[two_d, "--out", str(tmp_path / "no" / "x.vtp")], "does not exist"]):
+        with pytest.raises(SystemExit) as exit_info:
+            vtk_command.main(args)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_command_line_entry_point(demo_run, tmp_path):
+    result = run_module("mpi_landscape.vtk", demo_run, "--format", "vts", "--out", str(tmp_path / "d.vts"))
+    assert result.returncode == 0, result.stderr
+    assert read_back(result.stdout.strip()).GetNumberOfPoints() == 5 * 4
