@@ -28,7 +28,7 @@ def compute_surface(net: torch.nn.Module, data: DataLike | Mapping[str, DataLike
                     x: str = "-1:1:51", y: str | None = None, *,
                     directions: tuple[Direction, Direction | None] | None = None,
                     spec: DirectionSpec | None = None, loss_name: str = "crossentropy",
-                    batch_size: int = 1024, device: str | torch.device | None = None) -> Surface:
+                    batch_size: int | None = None, device: str | torch.device | None = None) -> Surface:
     """Loss and accuracy of ``net`` over the grid ``x`` (and ``y``), as a ``Surface``.
 
     ``data`` is one split (``(inputs, targets)``, evaluated as "train") or a

@@ -5,8 +5,11 @@ notebook, mpi4py missing) the same code runs as a world of one rank.
 
 Rank 0 coordinates. It hands out chunks of flat grid indices on request, in
 the order it was given (coarse to fine), and evaluates single points itself in
-between unless told not to. A worker asks for its next chunk as soon as it
-starts the current one, so its next work is already there when it finishes.
+between (in a helper thread) unless told not to. A worker asks for its next
+chunk as soon as it starts the current one; the coordinator answers while the
+worker computes that chunk's last point, so its next work is there when it
+finishes, and near the end only when it is idle, so the last points go to
+whichever rank is free first.
 A worker sends back each point's metrics the moment they exist: a few numbers,
 never the grid. No collective call is made per point.
 
@@ -18,8 +21,10 @@ keeps every result, and the job ends so a rerun continues from the file.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -175,7 +180,12 @@ class Context:
 
 
 class _Coordinator:
-    """Rank 0's loop: serve requests and results, evaluate single points in between."""
+    """Rank 0's loop: serve requests and results; its own points run in a helper thread.
+
+    Evaluating in a thread keeps the coordinator answering within a poll
+    interval even while rank 0 computes, so no worker waits for its first or
+    its next chunk. Only this (main) thread makes MPI calls.
+    """
 
     def __init__(self, ctx: Context, todo, evaluate_point, on_result, evaluates: bool):
         self.ctx, self.comm = ctx, ctx.comm
@@ -183,20 +193,29 @@ class _Coordinator:
         self.evaluate_point, self.on_result = evaluate_point, on_result
         self.evaluates = evaluates
         self.active = set(range(1, ctx.size))
+        self.outstanding = {r: 0 for r in self.active}  # points handed out, not yet returned
+        self.held: set[int] = set()  # workers whose request for more waits (see _answer_held)
         self.stats = RunStats(points_by_rank={r: 0 for r in range(ctx.size)})
-        self.min_chunk = 2 if evaluates else 1  # a worker's chunk must outlast one of our points
 
     def run(self) -> RunStats:
         start = time.perf_counter()
-        while self.active or (self.evaluates and self.queue and not self.stopping):
-            served = self._serve_messages()
-            if self.evaluates and self.queue and not self.stopping:
-                index = self.queue.popleft()
-                self._record(0, index, self.evaluate_point(index))
-            elif not served:
-                time.sleep(IDLE_SLEEP)
+        local = _LocalEvaluator(self.evaluate_point) if self.evaluates else None
+        try:
+            while self.active or (local and local.busy) or (local and self.queue and not self.stopping):
+                self._serve_messages()
+                self._answer_held()
+                if local and not local.busy and self.queue and not self.stopping:
+                    local.submit(self.queue.popleft())
+                finished = local.result(timeout=IDLE_SLEEP) if local and local.busy else None
+                if finished is not None:
+                    self._record(0, *finished)
+                elif not local or not local.busy:
+                    time.sleep(IDLE_SLEEP)
+        finally:
+            if local:
+                local.close()
         self.stats.wall_seconds = time.perf_counter() - start
-        self.stats.stopped_early = self.stopping and bool(self.queue)
+        self.stats.stopped_early = self.stopping
         return self.stats
 
     @property
@@ -212,10 +231,13 @@ class _Coordinator:
             kind, *payload = self.comm.recv(source=source, tag=TAG_TO_COORDINATOR)
             if kind == "result":  # ("result", index, metrics)
                 self._record(source, *payload)
-            elif kind == "request":  # ("request", stop_requested)
+                self.outstanding[source] -= 1
+            elif kind == "request":  # ("request", stop_requested): answered by _answer_held
                 if payload[0]:
                     self.ctx.request_stop()
-                self.comm.send(self._next_chunk(), dest=source, tag=TAG_WORK)
+                self.held.add(source)
+            elif kind == "stopping":  # ("stopping",): a signal reached that worker
+                self.ctx.request_stop()
             elif kind == "bye":  # ("bye", stop_requested)
                 if payload[0]:
                     self.ctx.request_stop()
@@ -224,18 +246,72 @@ class _Coordinator:
         self.stats.coordinator_seconds += time.perf_counter() - t0
         return served
 
+    def _answer_held(self) -> None:
+        """Send waiting workers their next chunk when they are about to need it.
+
+        A request is answered while the worker computes the last point of its
+        chunk (so the next chunk is there when it finishes), and in the end
+        game -- fewer points left than evaluators -- only once it is idle, so
+        the last points go to whichever rank is free first rather than queue
+        behind a slow one. Stopping, or an empty queue, answers at once.
+        """
+        endgame = len(self.queue) <= len(self.active) + (1 if self.evaluates else 0)
+        for worker in list(self.held):
+            if self.stopping or not self.queue or self.outstanding[worker] <= (0 if endgame else 1):
+                chunk = self._next_chunk()
+                self.outstanding[worker] += len(chunk)
+                self.comm.send(chunk, dest=worker, tag=TAG_WORK)
+                self.held.discard(worker)
+
     def _next_chunk(self) -> np.ndarray:
         if self.stopping or not self.queue:
             return np.empty(0, dtype=np.int64)
         evaluators = len(self.active) + (1 if self.evaluates else 0)
         size = len(self.queue) // (CHUNKS_PER_RANK * max(evaluators, 1))
-        size = min(max(size, self.min_chunk), MAX_CHUNK, len(self.queue))
+        size = min(max(size, 1), MAX_CHUNK, len(self.queue))
         return np.array([self.queue.popleft() for _ in range(size)], dtype=np.int64)
 
     def _record(self, rank: int, index: int, values: Mapping[str, float]) -> None:
         self.on_result(int(index), values)
         self.stats.points += 1
         self.stats.points_by_rank[rank] += 1
+
+
+class _LocalEvaluator:
+    """Rank 0's own evaluation: one point at a time in a thread, results handed back in order."""
+
+    def __init__(self, evaluate_point: PointFn):
+        self._inbox: queue.Queue = queue.Queue()
+        self._outbox: queue.Queue = queue.Queue()
+        self.busy = False
+        self._thread = threading.Thread(target=self._loop, args=(evaluate_point,),
+                                        name="rank0-evaluator", daemon=True)
+        self._thread.start()
+
+    def _loop(self, evaluate_point: PointFn) -> None:
+        while (index := self._inbox.get()) is not None:
+            try:
+                self._outbox.put((index, evaluate_point(index), None))
+            except BaseException as exc:  # handed to the coordinator, which re-raises it
+                self._outbox.put((index, None, exc))
+
+    def submit(self, index: int) -> None:
+        self.busy = True
+        self._inbox.put(index)
+
+    def result(self, timeout: float) -> tuple[int, Mapping[str, float]] | None:
+        """The finished point, or None if it is still running after ``timeout`` seconds."""
+        try:
+            index, values, error = self._outbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self.busy = False
+        if error is not None:
+            raise error
+        return index, values
+
+    def close(self) -> None:
+        self._inbox.put(None)
 
 
 def _work(ctx: Context, evaluate_point: PointFn) -> None:
@@ -253,9 +329,10 @@ def _work(ctx: Context, evaluate_point: PointFn) -> None:
     request()
     chunk = receive_chunk()
     while len(chunk) and not ctx.stop_requested:
-        request()  # prefetch: the next chunk travels while this one is computed
+        request()  # prefetch: answered while the last point of this chunk is computed
         for index in chunk:
             if ctx.stop_requested:
+                comm.send(("stopping",), dest=0, tag=TAG_TO_COORDINATOR)  # releases our request
                 break
             comm.send(("result", int(index), dict(evaluate_point(int(index)))),
                       dest=0, tag=TAG_TO_COORDINATOR)
@@ -278,3 +355,14 @@ def world_rank() -> int:
     if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
         return 0
     return mpi.COMM_WORLD.Get_rank()
+
+
+def ignore_late_warnings() -> None:
+    """Ignore a scheduler's SIGUSR1 outside the grid loop, for the rest of the process.
+
+    The warning before a time limit reaches every rank, also one that has
+    finished its share and is only waiting to exit; by default SIGUSR1 would
+    kill it and turn a complete job into a failed one. Inside the loop
+    ``Context.stop_on_signals`` still turns it into a clean stop.
+    """
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)

@@ -80,6 +80,7 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
                 bar.update(1)
 
             stats = ctx.run_grid(todo, evaluate_point, on_result, not config.coordinator_only)
+        stats.stopped_early = stats.stopped_early and not writer.done.all()
         writer.close(_timings(stats, ctx, evaluator))
         _summary(stats, ctx, writer)
         return stats

@@ -21,6 +21,7 @@ statistics from the training split at every point before evaluating it.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Iterator, Mapping
@@ -35,7 +36,8 @@ LOSS_NAMES = ("crossentropy", "mse")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 BN_MODES = ("eval", "recompute")
 DEVICE_DATA_FRACTION = 0.5  # share of free device memory the data may take
-CPU_BATCH = 1024  # batch size on the CPU: large enough to amortize, small enough for cache
+CPU_BATCH_INPUT_BYTES = 1.5e6  # on a CPU a batch's inputs this large keep activations in cache
+CPU_BATCH_RANGE = (32, 4096)
 MAX_AUTO_BATCH = 16384  # the largest batch tried on a GPU
 
 
@@ -268,10 +270,17 @@ class PointEvaluator:
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     def _largest_batch(self) -> int:
-        """On a GPU the largest batch (a power of two) whose forward pass fits; 1024 on the CPU."""
+        """On a GPU the largest batch (a power of two) whose forward pass fits.
+
+        On a CPU large batches are slower: activations fall out of cache. The
+        batch there is the power of two whose inputs take about 1.5 MB (128
+        CIFAR images, thousands of small vectors).
+        """
         n = len(self.data)
         if self.device.type != "cuda":
-            return min(CPU_BATCH, n)
+            sample_bytes = self.data.inputs[:1].nbytes
+            batch = 1 << round(math.log2(max(1.0, CPU_BATCH_INPUT_BYTES / sample_bytes)))
+            return min(max(batch, CPU_BATCH_RANGE[0]), CPU_BATCH_RANGE[1], n)
         batch = min(MAX_AUTO_BATCH, 1 << (n - 1).bit_length())
         while True:
             try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from . import __version__
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
+from .distributed import ignore_late_warnings
 from .directions import DIR_TYPES, IGNORES, NORMS, DirectionSpec, default_dir_file
 from .evaluate import BN_MODES, LOSS_NAMES, PRECISIONS
 from .grid import Grid
@@ -122,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--splits", help="splits to evaluate: train, test or train,test")
     add_flag(p, "--loss_name", choices=LOSS_NAMES, help="per-sample loss")
     add_flag(p, "--batch_size", type=int,
-             help="evaluation batch size (default: the largest that fits on a GPU, 1024 on a CPU)")
+             help="evaluation batch size (default: the largest that fits on a GPU; on a CPU, "
+                  "about 1.5 MB of inputs, e.g. 128 CIFAR images)")
     add_flag(p, "--precision", choices=tuple(PRECISIONS),
              help="forward pass precision; bf16/fp16 also store an fp32 check of the centre point")
     add_flag(p, "--compile", action="store_true", help="torch.compile the model (compile time reported apart)")
@@ -147,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the flags, run, and turn a user error into one line and a non-zero exit."""
     argv = sys.argv[1:] if argv is None else argv
     config = parse_config(build_parser(), SurfaceConfig, argv)
+    ignore_late_warnings()
     with exit_on_user_error():
         stats = run(config, command_line=["python", "-m", "mpi_landscape.surface", *argv])
     return EXIT_STOPPED if stats.stopped_early else 0

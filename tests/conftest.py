@@ -65,3 +65,14 @@ def demo_checkpoint(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("ckpt") / "demo.t7"
     models.save_checkpoint(str(path), train_demo_net(), epoch=1, acc=0.0)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, demo_checkpoint) -> str:
+    """A small non-square 2D surface of the trained demo net, computed by the surface command."""
+    folder = tmp_path_factory.mktemp("demo_run")
+    result = run_module("mpi_landscape.surface", "--model", "demo_mlp", "--model_file", demo_checkpoint,
+                        "--dataset", "demo", "--data_split", "5", "--x=-1:1:5", "--y=-0.5:0.5:4",
+                        "--splits", "train,test", "--surf_file", "demo.h5", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return str(folder / "demo.h5")

@@ -84,17 +84,6 @@ def assert_pdf(path: str) -> None:
     assert len(content) > 5000
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, demo_checkpoint) -> str:
-    """A small non-square 2D surface of the trained demo net, computed by the surface command."""
-    folder = tmp_path_factory.mktemp("demo_run")
-    result = run_module("mpi_landscape.surface", "--model", "demo_mlp", "--model_file", demo_checkpoint,
-                        "--dataset", "demo", "--data_split", "5", "--x=-1:1:5", "--y=-0.5:0.5:4",
-                        "--splits", "train,test", "--surf_file", "demo.h5", cwd=folder)
-    assert result.returncode == 0, result.stderr
-    return str(folder / "demo.h5")
-
-
 def run_plot(capsys, *args: str) -> list[str]:
     """Run the plot command in-process; returns the paths it printed."""
     assert plot.main(list(args)) == 0

@@ -100,7 +100,7 @@ def slow_model(tmp_path, demo_checkpoint):
 def test_killed_job_resumes_without_losing_or_recomputing_points(tmp_path, slow_model):
     out = tmp_path / "s.h5"
     args = [*slow_model, "--surf_file", str(out), "--x=-1:1:9", "--y=-1:1:9", "--flush_seconds", "0.5"]
-    env = {**os.environ, "SLOW_SECONDS": "0.04"}
+    env = {**os.environ, "SLOW_SECONDS": "0.08"}
     job = subprocess.Popen(module_command("mpi_landscape.surface", *args, ranks=3), cwd=tmp_path,
                            env=env, start_new_session=True, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
@@ -213,8 +213,8 @@ def test_checkpoint_or_direction_file_of_another_model_is_refused(tmp_path, demo
 def test_scheduler_signal_stops_cleanly_and_a_rerun_completes(tmp_path, slow_model, signum):
     """A scheduler's warning (SIGUSR1, or SIGTERM) to mpirun: finished points are kept, exit 75."""
     out = tmp_path / "s.h5"
-    args = [*slow_model, "--surf_file", str(out), "--x=-1:1:7", "--y=-1:1:7"]
-    env = {**os.environ, "SLOW_SECONDS": "0.04"}
+    args = [*slow_model, "--surf_file", str(out), "--x=-1:1:7", "--y=-1:1:7", "--flush_seconds", "0.2"]
+    env = {**os.environ, "SLOW_SECONDS": "0.1"}
     job = subprocess.Popen(module_command("mpi_landscape.surface", *args, ranks=2), cwd=tmp_path,
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
