@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import models
-from conftest import module_command, run_module
+from conftest import PYTHON, find_mpirun, module_command, run_module
 from mpi_landscape import surface
 from mpi_landscape.data import demo_split
 from mpi_landscape.directions import DirectionSpec, load_directions
@@ -235,3 +235,26 @@ def test_scheduler_signal_stops_cleanly_and_a_rerun_completes(tmp_path, slow_mod
     final = read_surface(str(out))
     assert final.done.all()
     np.testing.assert_array_equal(final.metrics["train_loss"][stopped.done], stopped.metrics["train_loss"][stopped.done])
+
+
+def test_ranks_bind_devices_from_their_node_local_rank():
+    code = ("import sys; from mpi_landscape.distributed import Context; c = Context(); d = c.device(); "
+            "import torch; sys.stdout.write(f'{c.rank} {c.local_rank} {c.local_size} {d.type} "
+            "{torch.get_num_threads()}\\n')")
+    proc = subprocess.run([find_mpirun(), "-n", "4", PYTHON, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = sorted(tuple(line.split()) for line in proc.stdout.splitlines() if line.strip())
+    assert [(r[0], r[1], r[2]) for r in rows] == [(str(i), str(i), "4") for i in range(4)]
+    threads = str(max(1, len(os.sched_getaffinity(0)) // 4))  # the node's cores shared by its 4 ranks
+    assert all(r[3] == "cpu" and r[4] == threads for r in rows)
+
+
+def test_coordinator_only_leaves_evaluation_to_the_workers(demo_checkpoint, tmp_path):
+    out = tmp_path / "s.h5"
+    proc = run_module("mpi_landscape.surface",
+                      *surface_args(demo_checkpoint, out, "--x=-1:1:5", "--y=-1:1:5", "--coordinator_only"),
+                      ranks=3)
+    assert proc.returncode == 0, proc.stderr
+    by_rank = read_surface(str(out)).attrs["last_run"]["points_by_rank"]
+    assert by_rank["0"] == 0 and by_rank["1"] + by_rank["2"] == 25
