@@ -70,13 +70,18 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, **meta: Any)
         )
     for key, value in meta.items():
         _check_safe(value, f"meta[{key!r}]")
+    save_atomic({"state_dict": model.state_dict(), **meta}, path)
+
+
+def save_atomic(payload: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` that leaves the complete file at ``path`` or nothing (temp file + rename)."""
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f".{os.path.basename(target)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(temporary, "xb") as handle:
-            torch.save({"state_dict": model.state_dict(), **meta}, handle)
+            torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)

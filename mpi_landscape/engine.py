@@ -27,6 +27,7 @@ from .directions import (create_directions, describe_directions, fingerprint, lo
 from .distributed import Context, RunStats
 from .errors import LandscapeError
 from .evaluate import PointEvaluator, SplitData, metric_names
+from .networks import load_network
 from .store import SurfaceWriter
 
 PRECISION_WARN_GAP = 0.01  # relative loss gap at the centre above which reduced precision is flagged
@@ -90,13 +91,13 @@ def _load_inputs(config, create_missing: bool = False, dir_file: str | None = No
     """Model, checkpoints, data and directions; rank 0 creates the direction file if needed."""
     if not config.model_file:
         raise LandscapeError("--model_file is required: the checkpoint of the trained network θ*")
-    net, sha = _load_model(config.model, config.model_file)
+    net, sha = load_network(config.model, config.model_file)
     checkpoints = {"model_file": sha}
     others = {}
     for flag in ("model_file2", "model_file3"):
         path = getattr(config, flag)
         if path:
-            others[flag], checkpoints[flag] = _load_model(config.model, path)
+            others[flag], checkpoints[flag] = load_network(config.model, path)
     splits = load_splits(config.dataset, config.split_list, config.datapath, config.raw_data,
                          config.data_split, config.seed, config.download)
     dir_file = dir_file or config.resolved_dir_file()
@@ -112,18 +113,6 @@ def _load_inputs(config, create_missing: bool = False, dir_file: str | None = No
                         {"model": config.model, "model_file": config.model_file,
                          "model_file2": config.model_file2 or "", "model_file3": config.model_file3 or ""})
     return Inputs(net, x, y, splits, checkpoints), dir_file
-
-
-def _load_model(spec: str, path: str) -> tuple[torch.nn.Module, str]:
-    """Build ``spec`` and load the checkpoint at ``path`` into it; returns it and the file's sha256."""
-    import models
-
-    try:
-        net = models.build_model(spec)
-        models.load_checkpoint(net, path)
-        return net.float(), models.checkpoint_sha256(path)
-    except models.ModelError as exc:
-        raise LandscapeError(str(exc)) from None
 
 
 def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,

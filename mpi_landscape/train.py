@@ -26,7 +26,6 @@ import argparse
 import csv
 import os
 import re
-import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -36,11 +35,14 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
+import models
+
 from . import __version__
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
 from .data import CIFAR10_MEAN, CIFAR10_STD, load_splits, local_cifar10
 from .errors import LandscapeError
 from .evaluate import LOSS_NAMES, SplitData, per_sample_loss
+from .networks import build_network, load_weights
 
 OPTIMIZERS = ("sgd", "adam")
 INITS = ("reference", "model")
@@ -265,7 +267,13 @@ def read_log(path: str) -> list[dict[str, float]]:
     if os.path.isdir(path):
         path = os.path.join(path, LOG_FILE)
     with open(path, newline="") as handle:
-        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        rows = list(csv.DictReader(handle))
+    if rows and not {"epoch", "lr"} <= set(rows[0]):
+        raise LandscapeError(f"{path} has no 'epoch' and 'lr' columns; move it away or fix it")
+    try:
+        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in rows]
+    except (TypeError, ValueError) as exc:
+        raise LandscapeError(f"{path}: unreadable value ({exc})") from None
 
 
 def plot_log(rows: list[dict[str, float]], path: str) -> None:
@@ -339,12 +347,7 @@ def _augmented_cifar10(config: TrainConfig):
 
 def _build_model(config: TrainConfig) -> nn.Module:
     """The network ``--model`` names, initialised as ``--init`` says."""
-    import models
-
-    try:
-        net = models.build_model(config.model)
-    except models.ModelError as exc:
-        raise LandscapeError(str(exc)) from None
+    net = build_network(config.model)
     if config.init == "reference":
         reference_init(net)
     return net
@@ -386,30 +389,14 @@ def _rng_state(shuffle: torch.Generator) -> dict[str, Any]:
 def _save(save_dir: str, epoch: int, net: nn.Module, optimizer: torch.optim.Optimizer,
           shuffle: torch.Generator, acc: float, lr: float) -> None:
     """Write ``model_{epoch}.t7`` and ``opt_state_{epoch}.t7``, each atomically."""
-    import models
-
     models.save_checkpoint(model_path(save_dir, epoch), net, epoch=epoch, acc=acc, lr=lr)
-    _save_atomic({"optimizer": optimizer.state_dict(), "epoch": epoch, "rng": _rng_state(shuffle)},
-                 opt_state_path(save_dir, epoch))
-
-
-def _save_atomic(payload: dict[str, Any], path: str) -> None:
-    """``torch.save`` that leaves either the complete file or none."""
-    temporary = os.path.join(os.path.dirname(os.path.abspath(path)),
-                             f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    models.save_atomic({"optimizer": optimizer.state_dict(), "epoch": epoch, "rng": _rng_state(shuffle)},
+                       opt_state_path(save_dir, epoch))
 
 
 def _resume(save_dir: str, epoch: int, net: nn.Module, optimizer: torch.optim.Optimizer,
             shuffle: torch.Generator) -> None:
     """Load the network, optimizer and random states saved after ``epoch``."""
-    import models
-
     paths = (model_path(save_dir, epoch), opt_state_path(save_dir, epoch))
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
@@ -418,10 +405,7 @@ def _resume(save_dir: str, epoch: int, net: nn.Module, optimizer: torch.optim.Op
             f"--resume_epoch {epoch}: {' and '.join(missing)} not found; saved epochs in {save_dir}: "
             f"{', '.join(map(str, available)) or 'none'}"
         )
-    try:
-        models.load_checkpoint(net, paths[0])
-    except models.ModelError as exc:
-        raise LandscapeError(str(exc)) from None
+    load_weights(net, paths[0])
     state = torch.load(paths[1], map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     rng = state.get("rng")

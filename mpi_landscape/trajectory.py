@@ -26,7 +26,6 @@ overwritten.
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import sys
@@ -39,9 +38,10 @@ from .cli import add_flag, exit_on_user_error, new_parser, parse_config
 from .directions import DIR_TYPES, IGNORES, DirectionSpec, fingerprint, load_directions, model_tensors, save_directions
 from .errors import LandscapeError
 from .pca import PROJECTIONS, principal_components, project
+from .networks import build_network, load_weights
+from .train import LOG_FILE, read_log
 from .store import read_directions, read_projection, write_projection
 
-LOG_FILE = "log.csv"
 
 
 @dataclass(frozen=True)
@@ -127,17 +127,9 @@ def lr_drop_epochs(folder: str) -> np.ndarray:
 
     Empty when the folder has no training log.
     """
-    path = os.path.join(folder, LOG_FILE)
-    if not os.path.isfile(path):
+    if not os.path.isfile(os.path.join(folder, LOG_FILE)):
         return np.zeros(0, dtype=np.int64)
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if rows and not {"epoch", "lr"} <= set(rows[0]):
-        raise LandscapeError(f"{path} has no 'epoch' and 'lr' columns; move it away or fix it")
-    try:
-        table = [(int(r["epoch"]), float(r["lr"])) for r in rows]
-    except (TypeError, ValueError) as exc:
-        raise LandscapeError(f"{path}: unreadable epoch or lr value ({exc})") from None
+    table = [(row["epoch"], row["lr"]) for row in read_log(folder)]
     drops = [e for (_, before), (e, lr) in zip(table, table[1:]) if lr != before]
     return np.asarray(drops, dtype=np.int64)
 
@@ -194,10 +186,10 @@ def trajectory_matrix(net: torch.nn.Module, series: list[Checkpoint], layout: Te
     """
     matrix = np.empty((len(series), layout.size), dtype=np.float32)
     final = matrix[-1]
-    _load_into(net, series[-1].path)
+    load_weights(net, series[-1].path)
     layout.fill(final, net)
     for row, checkpoint in zip(matrix[:-1], series[:-1]):
-        _load_into(net, checkpoint.path)
+        load_weights(net, checkpoint.path)
         layout.fill(row, net)
         row -= final
     final.fill(0.0)
@@ -212,7 +204,7 @@ def run(config: TrajectoryConfig) -> TrajectoryResult:
                                config.save_epoch, config.prefix, config.suffix)
     epochs = np.array([c.epoch for c in series], dtype=np.int64)
     drops = lr_drop_epochs(config.model_folder)
-    net = _build(config.model)
+    net = build_network(config.model)
     layout = TensorLayout(net, config.dir_type, config.ignore)
     dir_file, proj_file = config.resolved_dir_file(), config.resolved_proj_file()
     for flag, given in (("--dir_file", config.dir_file), ("--proj_file", config.proj_file)):
@@ -283,24 +275,6 @@ def _pca_directions(matrix: np.ndarray, layout: TensorLayout, dir_file: str, con
         "explained_variance_": components.explained_variance,
     })
     return directions, components.explained_variance_ratio
-
-
-def _build(spec: str) -> torch.nn.Module:
-    import models
-
-    try:
-        return models.build_model(spec)
-    except models.ModelError as exc:
-        raise LandscapeError(str(exc)) from None
-
-
-def _load_into(net: torch.nn.Module, path: str) -> None:
-    import models
-
-    try:
-        models.load_checkpoint(net, path)
-    except models.ModelError as exc:
-        raise LandscapeError(str(exc)) from None
 
 
 def _require_folder(path: str, flag: str) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+
+from mpi_landscape import demo
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests' helper modules (cifar_folder, ...)
 
@@ -17,9 +17,8 @@ PYTHON = sys.executable
 
 
 def find_mpirun() -> str:
-    """The mpirun beside this Python (the MPICH wheel's), else the one on PATH."""
-    beside = Path(PYTHON).parent / "mpirun"
-    found = str(beside) if beside.exists() else shutil.which("mpirun")
+    """The mpirun the commands themselves would use (the MPICH wheel's beside this Python)."""
+    found = demo.find_mpirun()
     if not found:
         raise RuntimeError("mpirun not found: pip install mpich (see README)")
     return found

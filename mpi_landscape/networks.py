@@ -1,0 +1,44 @@
+"""The models package as the engine's commands use it: a mistake in it is a LandscapeError.
+
+``models`` knows nothing of this package (it raises its own ``ModelError``);
+every command that builds a network or loads a checkpoint goes through here,
+so the user sees one kind of error with one kind of message.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+import models
+
+from .errors import LandscapeError
+
+
+@contextmanager
+def _as_user_error() -> Iterator[None]:
+    try:
+        yield
+    except models.ModelError as exc:
+        raise LandscapeError(str(exc)) from None
+
+
+def build_network(spec: str) -> torch.nn.Module:
+    """A registered architecture by name, or a user's ``package.module:factory``."""
+    with _as_user_error():
+        return models.build_model(spec)
+
+
+def load_weights(net: torch.nn.Module, path: str) -> dict:
+    """Load the checkpoint at ``path`` into ``net``; returns the checkpoint's metadata."""
+    with _as_user_error():
+        return models.load_checkpoint(net, path)
+
+
+def load_network(spec: str, path: str) -> tuple[torch.nn.Module, str]:
+    """``spec`` built and filled from ``path`` in float32, with the checkpoint's sha256."""
+    net = build_network(spec)
+    load_weights(net, path)
+    return net.float(), models.checkpoint_sha256(path)
