@@ -118,7 +118,7 @@ def run_static(ctx, points: int, cost: float) -> dict:
     merged = np.empty_like(values) if ctx.is_root else None
     ctx.comm.Reduce(values, merged, op=MPI.MAX, root=0)
     wall = time.time() - start
-    spans = ctx.gather_to_root((began, ended))
+    spans = ctx.comm.gather((began, ended), root=0)
     if not ctx.is_root:
         return {}
     return {

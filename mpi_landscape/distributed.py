@@ -40,6 +40,9 @@ IDLE_SLEEP = 0.0005  # seconds between polls while waiting; keeps oversubscribed
 CHUNKS_PER_RANK = 4  # aim for this many chunks per evaluating rank, for balance at the end
 MAX_CHUNK = 16
 
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+_stop = threading.Event()  # signals are per process, so is the stop request
+
 PointFn = Callable[[int], Mapping[str, float]]
 ResultFn = Callable[[int, Mapping[str, float]], None]
 
@@ -63,7 +66,6 @@ class Context:
         self.rank = self.comm.Get_rank() if self.comm is not None else 0
         self.size = self.comm.Get_size() if self.comm is not None else 1
         self.local_rank, self.local_size = self._node_local()
-        self._stop = False
 
     @property
     def is_root(self) -> bool:
@@ -115,34 +117,29 @@ class Context:
             raise value
         return value
 
-    def gather_to_root(self, value: object) -> list | None:
-        """Every rank's ``value`` on rank 0 (None elsewhere)."""
-        return self.comm.gather(value, root=0) if self.size > 1 else [value]
-
     @contextmanager
     def stop_on_signals(self) -> Iterator[None]:
-        """While inside, SIGUSR1/SIGTERM set the stop flag instead of killing the process."""
-        caught = (signal.SIGUSR1, signal.SIGTERM)
-        previous = {s: signal.getsignal(s) for s in caught}
+        """While inside, SIGUSR1/SIGTERM request a clean stop instead of killing the process.
 
-        def handler(signum, frame):
-            self.request_stop()
-
-        for s in caught:
-            signal.signal(s, handler)
+        A stop requested before (see ``catch_stop_signals``) holds; on the way
+        out the request is cleared and the previous handlers come back.
+        """
+        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+        catch_stop_signals()
         try:
             yield
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+            _stop.clear()
 
     def request_stop(self) -> None:
         """Hand out no more work; every rank finishes the point it is on."""
-        self._stop = True
+        _stop.set()
 
     @property
     def stop_requested(self) -> bool:
-        return self._stop
+        return _stop.is_set()
 
     @contextmanager
     def abort_on_error(self) -> Iterator[None]:
@@ -169,7 +166,7 @@ class Context:
     def _run_alone(self, todo, evaluate_point, on_result) -> RunStats:
         start, stats = time.perf_counter(), RunStats(points_by_rank={0: 0})
         for index in todo:
-            if self._stop:
+            if self.stop_requested:
                 stats.stopped_early = True
                 break
             on_result(int(index), evaluate_point(int(index)))
@@ -357,12 +354,14 @@ def world_rank() -> int:
     return mpi.COMM_WORLD.Get_rank()
 
 
-def ignore_late_warnings() -> None:
-    """Ignore a scheduler's SIGUSR1 outside the grid loop, for the rest of the process.
+def catch_stop_signals() -> None:
+    """From now on SIGUSR1/SIGTERM request a clean stop instead of killing the process.
 
-    The warning before a time limit reaches every rank, also one that has
-    finished its share and is only waiting to exit; by default SIGUSR1 would
-    kill it and turn a complete job into a failed one. Inside the loop
-    ``Context.stop_on_signals`` still turns it into a clean stop.
+    A scheduler's warning before the time limit reaches every rank at any
+    moment: while the model loads, during the grid, or on a rank that has
+    finished its share and waits to exit. The command-line entry points call
+    this first thing, so a warning at any of those moments stops the job
+    cleanly (or is harmless) rather than killing a rank.
     """
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    for s in STOP_SIGNALS:
+        signal.signal(s, lambda signum, frame: _stop.set())

@@ -22,7 +22,7 @@ import dataclasses
 import sys
 
 from .cli import exit_on_user_error, parse_config
-from .distributed import ignore_late_warnings
+from .distributed import catch_stop_signals
 from .errors import LandscapeError
 from .surface import EXIT_STOPPED, SurfaceConfig, build_parser as build_surface_parser, run
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the flags and run the interpolation as a surface."""
     argv = sys.argv[1:] if argv is None else argv
     config = parse_config(build_parser(), SurfaceConfig, argv)
-    ignore_late_warnings()
+    catch_stop_signals()
     with exit_on_user_error():
         stats = run(interpolation_config(config),
                     command_line=["python", "-m", "mpi_landscape.interpolate", *argv])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from . import __version__
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
-from .distributed import ignore_late_warnings
+from .distributed import catch_stop_signals
 from .directions import DIR_TYPES, IGNORES, NORMS, DirectionSpec, default_dir_file
 from .evaluate import BN_MODES, LOSS_NAMES, PRECISIONS
 from .grid import Grid
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the flags, run, and turn a user error into one line and a non-zero exit."""
     argv = sys.argv[1:] if argv is None else argv
     config = parse_config(build_parser(), SurfaceConfig, argv)
-    ignore_late_warnings()
+    catch_stop_signals()
     with exit_on_user_error():
         stats = run(config, command_line=["python", "-m", "mpi_landscape.surface", *argv])
     return EXIT_STOPPED if stats.stopped_early else 0

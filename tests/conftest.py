@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -75,3 +76,12 @@ def demo_run(tmp_path_factory, demo_checkpoint) -> str:
                         "--splits", "train,test", "--surf_file", "demo.h5", cwd=folder)
     assert result.returncode == 0, result.stderr
     return str(folder / "demo.h5")
+
+
+@pytest.fixture(autouse=True)
+def keep_signal_handlers():
+    """Entry points called in-process catch SIGUSR1/SIGTERM; give the test process its own back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
