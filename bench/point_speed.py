@@ -1,13 +1,16 @@
-"""Seconds per grid point: this engine's ``PointEvaluator`` against a reference-style evaluator.
+"""Seconds per grid point: this engine's ``PointEvaluator``, mode by mode, against a reference-style evaluator.
 
 A grid point's cost is what a surface's run time is made of, and on a GPU
 the reference code spends most of it outside the network: a DataLoader with
 per-image transforms restarted at every point, weights rebuilt on the host,
 a host sync per batch. This script measures both evaluators on the same
 model, the same data, the same directions and the same points, in one
-process, alternating which goes first, and reports the median seconds per
-point and their ratio. Both must give the same loss at every point (to float
-tolerance), so the comparison is of equal work.
+process, and reports the median seconds per point and their ratio. The
+engine is measured once per evaluation mode (``--modes``: precision, and
+whether the model is compiled), each mode against the same reference-style
+timing, which is taken once per model. Every mode must give the reference's
+loss at every point it shares with it, to a tolerance that suits the mode's
+precision, so the comparison is of equal work.
 
 Models: on the CPU, the demo MLP on the demo's 2-D points (the reference-style
 loader then reads a TensorDataset sample by sample), ResNet-20 and ResNet-56
@@ -17,14 +20,17 @@ synthetic uint8 pixels: speed does not depend on what they show. The networks
 are freshly initialised with BatchNorm statistics taken from the data, so
 their losses are in the range of a real network's.
 
-    python bench/point_speed.py                       # CPU table, a few minutes at most
-    python bench/point_speed.py --device cuda         # ResNet-56, 50,000 images
+    python bench/point_speed.py                         # CPU table, fp32, a few minutes at most
+    python bench/point_speed.py --modes fp32,bf16       # and autocast bf16
+    python bench/point_speed.py --device cuda           # ResNet-56, 50,000 images, fp32, bf16, bf16+compile
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import gc
+import resource
 import statistics
 import sys
 import time
@@ -45,23 +51,51 @@ from reference_style import REFERENCE_BATCH_SIZE, REFERENCE_WORKERS, ReferenceSt
 
 CPU_MODELS = ("demo_mlp", "resnet20", "resnet56")
 GPU_MODELS = ("resnet56",)
+CPU_MODES = ("fp32",)
+GPU_MODES = ("fp32", "bf16", "bf16+compile")
+MODES = ("fp32", "bf16", "fp16", "fp32+compile", "bf16+compile", "fp16+compile")
 CPU_IMAGES = 512
 GPU_IMAGES = 50_000
 BN_CALIBRATION_IMAGES = 64
 MAX_POINTS = 50
-LOSS_TOLERANCE = 1e-4  # relative to max(1, |loss|): fp32 sums over different batch sizes
+# Largest loss difference from the reference, relative to max(1, |loss|), that still counts as
+# the same computation. fp32 sums over different batch sizes differ in the last bits; TF32
+# convolutions (PyTorch's default on GPUs) round their operands to 10-bit mantissas; bf16 and
+# fp16 forward passes keep 8 and 11 bits.
+FP32_TOLERANCE = 1e-4
+TF32_TOLERANCE = 2e-3
+REDUCED_TOLERANCE = 5e-2
 
 Evaluator = Callable[[float, float], dict]
 
 
 @dataclass
-class Case:
-    """One row of the table: a model, its data, and both evaluators ready to run."""
+class Workload:
+    """One model's network (θ*), directions and data, shared by every evaluator of the model."""
 
     model: str
-    samples: int
-    engine: Evaluator
-    reference: Evaluator
+    net: nn.Module
+    x_dir: list[torch.Tensor]
+    y_dir: list[torch.Tensor]
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    reference_data: Dataset
+
+    @property
+    def samples(self) -> int:
+        return len(self.targets)
+
+
+@dataclass
+class Timing:
+    """Seconds and metrics of one evaluator over the first ``len(seconds)`` timed points."""
+
+    seconds: list[float]
+    metrics: list[dict]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
 
 
 def calibrate_batchnorm(net: nn.Module, inputs: torch.Tensor) -> None:
@@ -84,28 +118,22 @@ def calibrate_batchnorm(net: nn.Module, inputs: torch.Tensor) -> None:
     net.eval()
 
 
-def make_case(model: str, inputs: torch.Tensor, targets: torch.Tensor, reference_data: Dataset,
-              args: argparse.Namespace) -> Case:
-    """Both evaluators over the same network (two copies), directions and data."""
+def workload(model: str, inputs: torch.Tensor, targets: torch.Tensor, reference_data: Dataset) -> Workload:
+    """A freshly initialised ``model`` (fixed seed) with data-calibrated BatchNorm, and its directions."""
     torch.manual_seed(0)
     net = build_model(model)
     calibrate_batchnorm(net, inputs[:BN_CALIBRATION_IMAGES])
     x_dir, y_dir = create_directions(net, DirectionSpec())
-    engine = PointEvaluator(copy.deepcopy(net), "weights", x_dir, y_dir,
-                            {"train": SplitData(inputs, targets)}, "crossentropy",
-                            args.batch_size, args.device)
-    reference = ReferenceStyleEvaluator(copy.deepcopy(net), x_dir, y_dir, reference_data,
-                                        REFERENCE_BATCH_SIZE, args.ref_workers, args.device)
-    return Case(model, len(targets), engine, reference)
+    return Workload(model, net, x_dir, y_dir, inputs, targets, reference_data)
 
 
-def mlp_case(args: argparse.Namespace) -> Case:
+def mlp_workload() -> Workload:
     """The demo MLP on the demo's training points; the reference reads them sample by sample."""
     data = demo_split("train")
-    return make_case("demo_mlp", data.inputs, data.targets, TensorDataset(data.inputs, data.targets), args)
+    return workload("demo_mlp", data.inputs, data.targets, TensorDataset(data.inputs, data.targets))
 
 
-def image_case(model: str, args: argparse.Namespace) -> Case:
+def image_workload(model: str, images: int) -> Workload:
     """A CIFAR network on synthetic CIFAR-shaped uint8 images, normalized as for evaluation.
 
     The engine gets the whole split as one normalized tensor, computed with
@@ -113,82 +141,157 @@ def image_case(model: str, args: argparse.Namespace) -> Case:
     does for CIFAR-10); the reference transforms each image when it is read.
     """
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(args.images, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=args.images)
+    pixels = rng.integers(0, 256, size=(images, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=images)
     mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
-    inputs = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).sub(mean).div(std).contiguous()
+    inputs = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255).sub(mean).div(std).contiguous()
     targets = torch.from_numpy(labels).long()
-    return make_case(model, inputs, targets, UInt8Images(images, labels, CIFAR10_MEAN, CIFAR10_STD), args)
+    return workload(model, inputs, targets, UInt8Images(pixels, labels, CIFAR10_MEAN, CIFAR10_STD))
 
 
-def timed(evaluate: Evaluator, alpha: float, beta: float) -> tuple[float, dict]:
-    """Seconds for one point, and its metrics (both evaluators return host floats, so synced)."""
-    start = time.perf_counter()
-    metrics = evaluate(alpha, beta)
-    return time.perf_counter() - start, metrics
+def parse_mode(mode: str) -> tuple[str, bool]:
+    """``"bf16+compile"`` -> ``("bf16", True)``: the engine's precision and whether it compiles."""
+    precision, _, compiled = mode.partition("+")
+    return precision, compiled == "compile"
 
 
-def measure(case: Case, repeats: int, min_seconds: float) -> dict:
-    """Median seconds per point of each evaluator, alternating which runs first.
+def tolerance(mode: str, device: torch.device) -> float:
+    """The loss tolerance of ``mode`` (see the constants above) on ``device``."""
+    precision, _ = parse_mode(mode)
+    if precision != "fp32":
+        return REDUCED_TOLERANCE
+    if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+        return TF32_TOLERANCE
+    return FP32_TOLERANCE
 
-    One untimed point each first (at θ*), so one-off costs -- kernel
-    selection, allocator growth -- stay out of the figures. Then at least
-    ``repeats`` points each, and more while the timed points have taken less
-    than ``min_seconds`` (cheap models get enough points for a steady median
-    on a noisy machine). Every point's losses are compared: ``losses_agree``
-    says whether they match to ``LOSS_TOLERANCE`` relative to max(1, |loss|).
+
+def run_points(evaluate: Evaluator, points: list[tuple[float, float]], least: int, min_seconds: float) -> Timing:
+    """Time ``evaluate`` over ``points`` in order: at least ``least`` points, then more while under ``min_seconds``.
+
+    Both evaluators return host floats, so each point's time includes its
+    device work.
     """
-    rng = np.random.default_rng(1)
-    points: list[tuple[float, float]] = []
-    times: dict[str, list[float]] = {"engine": [], "reference": []}
-    losses, loss_diffs, acc_diffs = [], [], []
+    seconds, metrics = [], []
+    for alpha, beta in points:
+        if len(seconds) >= least and sum(seconds) >= min_seconds:
+            break
+        start = time.perf_counter()
+        metrics.append(evaluate(alpha, beta))
+        seconds.append(time.perf_counter() - start)
+    return Timing(seconds, metrics)
 
-    def wanted() -> bool:
-        done, spent = len(times["engine"]), sum(times["engine"]) + sum(times["reference"])
-        return not points or done < repeats or (spent < min_seconds and done < MAX_POINTS)
 
-    while wanted():
-        alpha, beta = rng.uniform(-0.25, 0.25, 2).tolist() if points else (0.0, 0.0)
-        order = ("engine", "reference") if len(points) % 2 == 0 else ("reference", "engine")
-        results = {}
-        for name in order:
-            seconds, results[name] = timed(getattr(case, name), alpha, beta)
-            if points:
-                times[name].append(seconds)
-        points.append((alpha, beta))
-        e, r = results["engine"], results["reference"]
-        losses.append(r["train_loss"])
-        loss_diffs.append(abs(e["train_loss"] - r["train_loss"]))
-        acc_diffs.append(abs(e["train_acc"] - r["train_acc"]))
-    engine_s, reference_s = statistics.median(times["engine"]), statistics.median(times["reference"])
+def free_memory(device: torch.device, compiled: bool = False) -> None:
+    """Release what the last evaluator left: its tensors, compiled graphs and cached device blocks."""
+    gc.collect()
+    if compiled:
+        torch._dynamo.reset()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure_reference(w: Workload, points: list[tuple[float, float]], args: argparse.Namespace) -> dict:
+    """The reference-style evaluator: one untimed point at θ*, then the timed points."""
+    device = torch.device(args.device)
+    reference = ReferenceStyleEvaluator(copy.deepcopy(w.net), w.x_dir, w.y_dir, w.reference_data,
+                                        REFERENCE_BATCH_SIZE, args.ref_workers, device)
+    start = time.perf_counter()
+    reference(0.0, 0.0)
+    warmup = time.perf_counter() - start
+    timing = run_points(reference, points, args.repeats, args.min_seconds)
+    del reference
+    free_memory(device)
     return {
-        "model": case.model,
-        "samples": case.samples,
-        "engine_s_per_point": engine_s,
-        "reference_s_per_point": reference_s,
-        "ratio": reference_s / engine_s,
-        "engine_seconds": times["engine"],
-        "reference_seconds": times["reference"],
-        "points": [list(p) for p in points],
-        "reference_losses": losses,
-        "max_abs_loss_diff": max(loss_diffs),
-        "max_abs_acc_diff": max(acc_diffs),
-        "losses_agree": all(d <= LOSS_TOLERANCE * max(1.0, abs(v)) for d, v in zip(loss_diffs, losses)),
+        "s_per_point": timing.median,
+        "warmup_seconds": warmup,
+        "batch_size": REFERENCE_BATCH_SIZE,
+        "seconds": timing.seconds,
+        "losses": [m["train_loss"] for m in timing.metrics],
+        "accuracies": [m["train_acc"] for m in timing.metrics],
     }
 
 
-TABLE = "{:<10} {:>8} {:>12} {:>15} {:>7} {:>15} {:>13}"
+def measure_mode(w: Workload, mode: str, points: list[tuple[float, float]], reference: dict,
+                 args: argparse.Namespace) -> dict:
+    """The engine in ``mode``, on at least the reference's points, compared with it point by point.
+
+    ``warmup_seconds`` runs from building the evaluator (data to the device,
+    batch search, which on a GPU is where a compiled model is first compiled)
+    to the end of its first point at θ* (untimed otherwise); it is kept out
+    of the seconds per point. On a GPU the peak memory is that of this mode
+    alone: the previous evaluator is freed and the peak counter reset first.
+    """
+    device = torch.device(args.device)
+    precision, compiled = parse_mode(mode)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    engine = PointEvaluator(copy.deepcopy(w.net), "weights", w.x_dir, w.y_dir,
+                            {"train": SplitData(w.inputs, w.targets)}, "crossentropy",
+                            args.batch_size, device, precision, compiled)
+    setup = time.perf_counter() - start
+    first_point = engine.warm_up()
+    least = max(args.repeats, len(reference["seconds"]))
+    timing = run_points(engine, points, least, args.min_seconds)
+    batch_size = engine.batch_size
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    del engine
+    free_memory(device, compiled)
+
+    loss_diffs, rel_diffs, acc_diffs = [], [], []
+    for metrics, loss, acc in zip(timing.metrics, reference["losses"], reference["accuracies"]):
+        loss_diffs.append(abs(metrics["train_loss"] - loss))
+        rel_diffs.append(loss_diffs[-1] / max(1.0, abs(loss)))
+        acc_diffs.append(abs(metrics["train_acc"] - acc))
+    tol = tolerance(mode, device)
+    return {
+        "mode": mode,
+        "precision": precision,
+        "compile": compiled,
+        "s_per_point": timing.median,
+        "ratio": reference["s_per_point"] / timing.median,
+        "warmup_seconds": setup + first_point,
+        "setup_seconds": setup,
+        "first_point_seconds": first_point,
+        "batch_size": batch_size,
+        "peak_memory_bytes": peak,
+        "seconds": timing.seconds,
+        "losses": [m["train_loss"] for m in timing.metrics],
+        "compared_points": len(rel_diffs),
+        "max_abs_loss_diff": float(np.max(loss_diffs)),  # np.max: a NaN loss shows as NaN
+        "max_rel_loss_diff": float(np.max(rel_diffs)),
+        "max_abs_acc_diff": float(np.max(acc_diffs)),
+        "loss_tolerance": tol,
+        "losses_agree": all(d <= tol for d in rel_diffs),
+    }
 
 
-def print_header() -> None:
-    print(TABLE.format("model", "samples", "engine s/pt", "reference s/pt", "ratio", "max |dloss|", "max |dacc| %"))
+TABLE = "{:<10} {:<14} {:>7} {:>6} {:>10} {:>10} {:>7} {:>14} {:>7} {:>13}"
 
 
-def print_row(r: dict) -> None:
-    print(TABLE.format(r["model"], r["samples"], f"{r['engine_s_per_point']:.4f}",
-                       f"{r['reference_s_per_point']:.4f}", f"{r['ratio']:.1f}x",
-                       f"{r['max_abs_loss_diff']:.2e}", f"{r['max_abs_acc_diff']:.2f}"), flush=True)
+def print_header(on_gpu: bool) -> None:
+    print(TABLE.format("model", "mode", "samples", "batch", "warm-up s", "s/point", "ratio",
+                       "max rel dloss", "tol", "max |dacc| %") + (f" {'peak GPU MB':>12}" if on_gpu else ""))
+
+
+def print_reference(model: str, samples: int, r: dict) -> None:
+    print(TABLE.format(model, "reference", samples, r["batch_size"], f"{r['warmup_seconds']:.2f}",
+                       f"{r['s_per_point']:.4f}", "", "", "", ""), flush=True)
+
+
+def print_mode(model: str, samples: int, r: dict) -> None:
+    peak = r["peak_memory_bytes"]
+    print(TABLE.format(model, r["mode"], samples, r["batch_size"], f"{r['warmup_seconds']:.2f}",
+                       f"{r['s_per_point']:.4f}", f"{r['ratio']:.1f}x", f"{r['max_rel_loss_diff']:.1e}",
+                       f"{r['loss_tolerance']:.0e}", f"{r['max_abs_acc_diff']:.2f}")
+          + (f" {peak / 2**20:>12.0f}" if peak is not None else ""), flush=True)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -196,6 +299,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
     parser.add_argument("--models", help=f"comma-separated; default {','.join(CPU_MODELS)} on the CPU, "
                                          f"{','.join(GPU_MODELS)} on a GPU")
+    parser.add_argument("--modes", help=f"the engine's evaluation modes, comma-separated, of {', '.join(MODES)}; "
+                                        f"default {','.join(CPU_MODES)} on the CPU, {','.join(GPU_MODES)} on a GPU")
     parser.add_argument("--images", type=int, help=f"CIFAR-shaped images per point; default {CPU_IMAGES} "
                                                     f"on the CPU, {GPU_IMAGES} on a GPU")
     parser.add_argument("--batch_size", type=int, default=None,
@@ -203,53 +308,79 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ref_workers", type=int, default=REFERENCE_WORKERS,
                         help="DataLoader workers of the reference-style evaluator (the reference's --threads)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
-    parser.add_argument("--repeats", type=int, default=3, help="least timed points per evaluator and model")
-    parser.add_argument("--min_seconds", type=float, default=20.0,
-                        help=f"time more points (up to {MAX_POINTS}) until both evaluators took this long")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="least timed points per evaluator and model (each mode also times every "
+                             "point the reference timed)")
+    parser.add_argument("--min_seconds", type=float, default=10.0,
+                        help=f"time more points (up to {MAX_POINTS}) until each evaluator's timed points "
+                             f"took this long")
     args = parser.parse_args(argv)
     on_gpu = args.device.startswith("cuda")
     args.models = args.models.split(",") if args.models else list(GPU_MODELS if on_gpu else CPU_MODELS)
+    args.modes = args.modes.split(",") if args.modes else list(GPU_MODES if on_gpu else CPU_MODES)
+    unknown = [m for m in args.modes if m not in MODES]
+    if unknown:
+        parser.error(f"--modes: unknown {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     args.images = args.images or (GPU_IMAGES if on_gpu else CPU_IMAGES)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
+    on_gpu = args.device.startswith("cuda")
+    if on_gpu and not torch.cuda.is_available():
         sys.exit("--device cuda: no GPU is visible to torch")
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"{machine_name(args.device)}: median over at least {args.repeats} points, engine batch {args.batch_size or 'auto'}, "
-          f"reference batch {REFERENCE_BATCH_SIZE} with {args.ref_workers} loader workers")
-    print_header()
-    rows = []
-    for model in args.models:
-        case = mlp_case(args) if model == "demo_mlp" else image_case(model, args)
-        rows.append({**measure(case, args.repeats, args.min_seconds),
-                     "engine_batch_size": case.engine.batch_size})
-        print_row(rows[-1])
-    bad = [r["model"] for r in rows if not r["losses_agree"]]
-    if bad:
-        print(f"the evaluators disagree on the loss for {', '.join(bad)}: the timings compare unequal work",
-              file=sys.stderr)
-        return 1
     machine = machine_name(args.device)
+    print(f"{machine}: median over at least {args.repeats} points and {args.min_seconds:g} s per evaluator, "
+          f"engine batch {args.batch_size or 'auto'}, reference batch {REFERENCE_BATCH_SIZE} with "
+          f"{args.ref_workers} loader workers; ratio = reference s/point / mode s/point; max rel dloss = "
+          f"largest |loss - reference loss| / max(1, |reference loss|) over the shared points"
+          + ("; TF32 convolutions on" if on_gpu and torch.backends.cudnn.allow_tf32 else ""))
+    print_header(on_gpu)
+    rng = np.random.default_rng(1)
+    points = [tuple(p) for p in rng.uniform(-0.25, 0.25, (MAX_POINTS, 2)).tolist()]
+    results = []
+    for model in args.models:
+        w = mlp_workload() if model == "demo_mlp" else image_workload(model, args.images)
+        reference = measure_reference(w, points, args)
+        print_reference(model, w.samples, reference)
+        modes = []
+        for mode in args.modes:
+            modes.append(measure_mode(w, mode, points, reference, args))
+            print_mode(model, w.samples, modes[-1])
+        timed = max(len(r["seconds"]) for r in (reference, *modes))
+        results.append({"model": model, "samples": w.samples, "points": [list(p) for p in points[:timed]],
+                        "reference": reference, "modes": modes})
+    rss = peak_rss_bytes()
+    print(f"\npeak resident memory of this process over the whole run (all models and modes; "
+          f"loader workers not included): {rss / 2**20:.0f} MB")
+    bad = [f"{r['model']} {m['mode']}" for r in results for m in r["modes"] if not m["losses_agree"]]
+    if bad:
+        print(f"the engine and the reference disagree on the loss beyond the tolerance for {', '.join(bad)}: "
+              f"the timings compare unequal work; nothing written", file=sys.stderr)
+        return 1
     path = write_result("point_speed", machine, {
         "benchmark": "point_speed",
         "machine": machine,
         "device": args.device,
         **environment(args.device),
+        **({"cudnn_allow_tf32": torch.backends.cudnn.allow_tf32} if on_gpu else {}),
         "torch_threads": torch.get_num_threads(),
+        "modes": args.modes,
         "engine_batch_size": args.batch_size,
         "reference_batch_size": REFERENCE_BATCH_SIZE,
         "reference_workers": args.ref_workers,
         "repeats": args.repeats,
         "min_seconds": args.min_seconds,
         "images": args.images,
-        "loss_tolerance": LOSS_TOLERANCE,
-        "results": rows,
+        "process_peak_rss_bytes": rss,
+        "results": results,
     })
-    print(f"\nwrote {path.relative_to(path.parents[2])}")
+    print(f"wrote {path.relative_to(path.parents[2])}")
     return 0
 
 

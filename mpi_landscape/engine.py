@@ -9,6 +9,7 @@ points the coordinator hands it; rank 0 writes each result as it arrives.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import platform
@@ -178,9 +179,17 @@ def _summary(stats: RunStats, ctx: Context, writer: SurfaceWriter) -> None:
     print(f"surface file: {os.path.abspath(writer.path)}", flush=True)
 
 
+class _Quiet:
+    """The progress bar's stand-in when nobody watches a terminal."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+
 def _progress(todo: int, total: int):
-    """A progress bar on a terminal; nothing when stderr is a file or a pipe."""
+    """A tqdm progress bar (points done/total, points/s, ETA) on a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext(_Quiet())
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=total - todo, unit="pt", desc="surface",
-                disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    return tqdm(total=total, initial=total - todo, unit="pt", desc="surface", dynamic_ncols=True)

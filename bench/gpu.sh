@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# GPU figures in one go, from a plain checkout (no install, no internet): seconds per grid
+# point of the engine against the reference style (point_speed.py), then two real 11x11
+# surfaces of a ResNet-56 over 50,000 CIFAR-shaped images through `python -m
+# mpi_landscape.surface`, in bf16 and in fp32. Sized for about 6 minutes on one H100.
+#
+#   bash bench/gpu.sh                    # from anywhere; needs torch, torchvision, h5py, mpi4py
+#   OUT=/some/folder bash bench/gpu.sh   # also copy the log and the result files there
+#
+# Arguments go to point_speed.py (e.g. --modes fp32,bf16); PYTHON picks the interpreter
+# (default: python). The ResNet-56 is freshly
+# initialised (fixed seed) with BatchNorm statistics taken from the data, so its losses are
+# those of an untrained real network; the images are random pixels with fixed seed 0,
+# normalized as CIFAR-10 is: speed does not depend on what they show. For a quick check on a
+# machine without a GPU, shrink it:
+#
+#   BENCH_DEVICE=cpu BENCH_IMAGES=64 BENCH_GRID=3 bash bench/gpu.sh --models resnet20 --repeats 1 --min_seconds 0
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+device=${BENCH_DEVICE:-cuda}
+images=${BENCH_IMAGES:-50000}
+grid=${BENCH_GRID:-11}
+python=${PYTHON:-python}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export PYTHONPATH="$PWD:$work${PYTHONPATH:+:$PYTHONPATH}"
+
+# The surface command's --dataset module:factory: the same images as point_speed.py's.
+cat > "$work/synthetic_cifar.py" <<EOF
+"""A CIFAR-shaped training split of $images random images, the same at every call (seed 0)."""
+import numpy as np
+import torch
+
+from mpi_landscape.data import CIFAR10_MEAN, CIFAR10_STD
+
+
+def train():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=($images, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=$images)
+    mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    inputs = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255).sub(mean).div(std)
+    return inputs.contiguous(), torch.from_numpy(labels).long()
+EOF
+
+run_all() {
+    local status=0 started=$SECONDS
+    touch "$work/start"
+    if command -v nvidia-smi >/dev/null; then nvidia-smi -L; else echo "nvidia-smi: not found"; fi
+
+    echo; echo "== seconds per point: bench/point_speed.py --device $device --images $images $*"
+    "$python" bench/point_speed.py --device "$device" --images "$images" "$@" || status=$?
+    echo "($((SECONDS - started)) s so far)"
+
+    echo; echo "== surfaces: resnet56, $images images, ${grid}x${grid} grid"
+    "$python" - "$work/resnet56.t7" <<'EOF'
+import sys
+
+import torch
+
+sys.path.insert(0, "bench")
+
+import models
+import synthetic_cifar
+from point_speed import BN_CALIBRATION_IMAGES, calibrate_batchnorm
+
+torch.manual_seed(0)
+net = models.build_model("resnet56")
+calibrate_batchnorm(net, synthetic_cifar.train()[0][:BN_CALIBRATION_IMAGES])
+models.save_checkpoint(sys.argv[1], net)
+EOF
+    for precision in bf16 fp32; do
+        echo "-- --precision $precision"
+        "$python" -m mpi_landscape.surface --model resnet56 --model_file "$work/resnet56.t7" \
+            --dataset synthetic_cifar:train --x=-1:1:"$grid" --y=-1:1:"$grid" --precision "$precision" \
+            --dir_file "$work/directions.h5" --surf_file "$work/surface_$precision.h5" || status=$?
+    done
+    "$python" - "$work" "$images" "$grid" <<'EOF' || status=$?
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, "bench")
+
+from machine import environment, machine_name
+from mpi_landscape.store import read_surface
+
+work, images, grid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+device = "cuda" if torch.cuda.is_available() else "cpu"  # where the surface command ran
+runs = {}
+for precision in ("bf16", "fp32"):
+    path = os.path.join(work, f"surface_{precision}.h5")
+    if os.path.exists(path):
+        attrs = read_surface(path).attrs
+        runs[precision] = {"last_run": attrs.get("last_run"), "precision_check": attrs.get("precision_check")}
+        last = attrs.get("last_run") or {}
+        print(f"{precision}: {last.get('seconds_per_point', float('nan')):.4f} s/point over "
+              f"{last.get('points')} points, batch {last.get('batch_size')}, peak "
+              f"{'GPU' if device == 'cuda' else 'RSS'} {last.get('peak_memory_bytes_rank0', 0) / 2**20:.0f} MB")
+machine = machine_name(device)
+env = {k: v for k, v in environment(device).items() if k != "argv"}  # argv: this snippet's temp folder
+with open(os.path.join(work, f"surface_{machine}.json"), "w") as out:
+    json.dump({"benchmark": "surface", "machine": machine, **env, "model": "resnet56", "images": images,
+               "grid": f"{grid}x{grid}", "runs": runs}, out, indent=2)
+EOF
+    echo "($((SECONDS - started)) s in all)"
+
+    if [[ -n "${OUT:-}" ]]; then
+        mkdir -p "$OUT"
+        find bench/results -name 'point_speed_*.json' -newer "$work/start" -exec cp {} "$OUT"/ \;
+        cp "$work"/surface_*.json "$OUT"/ || status=$?
+        echo "copied the result files to $OUT"
+    fi
+    return "$status"
+}
+
+if [[ -n "${OUT:-}" ]]; then
+    mkdir -p "$OUT"
+    run_all "$@" 2>&1 | tee "$OUT/gpu.log"
+else
+    run_all "$@"
+fi
