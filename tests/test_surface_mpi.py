@@ -258,3 +258,39 @@ def test_coordinator_only_leaves_evaluation_to_the_workers(demo_checkpoint, tmp_
     assert proc.returncode == 0, proc.stderr
     by_rank = read_surface(str(out)).attrs["last_run"]["points_by_rank"]
     assert by_rank["0"] == 0 and by_rank["1"] + by_rank["2"] == 25
+
+
+def run_on_terminal(args: list[str], cwd) -> str:
+    """Run a command on a pseudo-terminal of 100 columns; returns what the terminal showed."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: its stdin/stdout/stderr are the terminal
+        os.chdir(cwd)
+        fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        os.execv(PYTHON, [PYTHON, *args])
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.waitpid(pid, 0)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_only(demo_checkpoint, tmp_path):
+    args = ["-m", "mpi_landscape.surface", *surface_args(demo_checkpoint, tmp_path / "t.h5", "--x=-1:1:9",
+                                                         "--y=-1:1:9")]
+    shown = run_on_terminal(args, tmp_path)
+    assert "81/81" in shown and "pt/s" in shown  # points done/total and the rate, by tqdm
+    piped = run_module("mpi_landscape.surface", *surface_args(demo_checkpoint, tmp_path / "p.h5",
+                                                              "--x=-1:1:9", "--y=-1:1:9"))
+    assert "pt/s" not in piped.stderr + piped.stdout
+    assert "surface: 81 points" in piped.stdout  # the one-line summary stays
