@@ -27,7 +27,7 @@ import torch
 from . import __version__
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
 from .errors import LandscapeError
-from .train import TrainConfig, model_path, saved_epochs, train
+from .train import TrainConfig, model_path, resumable_epochs, train
 
 SURFACE_FILE = "demo_surface.h5"
 
@@ -57,7 +57,7 @@ def ensure_trained(config: DemoConfig) -> str:
         print(f"using the trained network {checkpoint}")
         return checkpoint
     training = demo_training(config)
-    done = [e for e in saved_epochs(config.workdir) if e < config.epochs]
+    done = [e for e in resumable_epochs(config.workdir) if e < config.epochs]
     if done:
         training = replace(training, resume_epoch=done[-1])
     print(f"training demo_mlp on the spirals data for {config.epochs} epochs into {config.workdir}", flush=True)

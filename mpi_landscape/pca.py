@@ -1,11 +1,13 @@
 """Principal components of an optimizer trajectory, and projections onto two directions.
 
 The paper (section 7) applies PCA to the matrix M = [θ_0 − θ_n; …; θ_{n−1} − θ_n]
-of checkpoints relative to the final model. Its reference code does so with
-``sklearn.decomposition.PCA(n_components=2).fit(M)``, which centres the rows
-on their mean first; we centre too, so the directions and the explained
-variance ratios are the reference's. Centred, the result does not depend on
-which model the rows are taken relative to.
+of checkpoints relative to the final model. Its reference code builds M over
+every saved epoch up to and including the last, so M also holds the final
+model's zero row θ_n − θ_n, and fits ``sklearn.decomposition.PCA(n_components=2)``,
+which centres the rows on their mean first. We do both (the trajectory
+command passes the zero row too), so the directions and the explained variance
+ratios are the reference's. Centred, the result does not depend on which model
+the rows are taken relative to.
 
 M has one row per checkpoint and one column per weight: for real networks
 n_rows << n_columns. The components are therefore computed from the

@@ -28,8 +28,8 @@ from matplotlib.figure import Figure
 from . import __version__
 from .cli import add_flag, exit_on_user_error, new_parser
 from .errors import LandscapeError
-from .plot_data import (default_prefix, figure_title, legend_label, locate_dir_file,
-                        metric_values, read_explained_variance)
+from .plot_data import (default_prefix, explained_variance, figure_title, legend_label,
+                        metric_values)
 from .plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_compare,
                            figure_trajectory)
 from .store import Surface, read_projection, read_surface
@@ -127,8 +127,8 @@ def parse_plot_config(argv: list[str]) -> PlotConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Draw, print the paths written; with ``--watch``, redraw until the files are complete."""
-    config = parse_plot_config(sys.argv[1:] if argv is None else argv)
     with exit_on_user_error():
+        config = parse_plot_config(sys.argv[1:] if argv is None else argv)
         paths, fraction = draw(config)
         print("\n".join(paths), flush=True)
         try:
@@ -146,6 +146,10 @@ def draw(config: PlotConfig) -> tuple[list[str], float]:
     loaded = [(path, read_surface(path)) for path in config.surf_files]
     if len({s.y is None for _, s in loaded}) > 1:
         raise LandscapeError("1D and 2D surface files cannot be plotted together; plot them separately")
+    for path, surface in loaded:
+        if surface.y is not None and min(surface.shape) < 2:
+            raise LandscapeError(f"{path}: a 2D surface needs at least 2 points on each axis to draw "
+                                 f"contours (its grid is {surface.shape[1]}x{surface.shape[0]})")
     formats = config.formats
     with column_style():
         if loaded[0][1].y is None:
@@ -189,7 +193,7 @@ def _draw_2d(config: PlotConfig, item: tuple[str, Surface], prefix: str,
              formats: list[str]) -> list[str]:
     path, surface = item
     scale = resolve_scale(config, [surface])
-    variance = read_explained_variance(locate_dir_file(path, surface, config.dir_file))
+    variance = explained_variance(path, surface, config.dir_file)
     title = figure_title(surface, path)
     stem = f"{prefix}_{config.metric}"
     log = "_log" if config.log else ""
@@ -207,7 +211,7 @@ def _draw_2d(config: PlotConfig, item: tuple[str, Surface], prefix: str,
 def _draw_compare(config: PlotConfig, loaded: list[tuple[str, Surface]],
                   formats: list[str]) -> list[str]:
     surfaces = [s for _, s in loaded]
-    variances = [read_explained_variance(locate_dir_file(path, s, config.dir_file)) for path, s in loaded]
+    variances = [explained_variance(path, s, config.dir_file) for path, s in loaded]
     fig = figure_compare([(s, path) for path, s in loaded], config.metric,
                          resolve_scale(config, surfaces), variances)
     return save(fig, f"{_prefix(config, 0, 1)}_{config.metric}_2dcompare{'_log' if config.log else ''}",

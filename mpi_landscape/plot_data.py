@@ -30,9 +30,10 @@ OTHER_METRICS = {
 def locate_dir_file(surface_path: str, surface: Surface, override: str | None) -> str | None:
     """The direction file to read axis facts from: ``override``, else the one the surface names.
 
-    The stored name is relative to where the run started; it is looked for there
-    and beside the surface file. A stored name that cannot be found is not an
-    error (the axes are then labelled α and β); a missing ``override`` is.
+    The stored name is relative to where the run started; it is looked for
+    there, beside the surface file under its stored relative path, and beside
+    it under its bare name (default names put both files in one folder). A
+    stored name that cannot be found is not an error; a missing ``override`` is.
     """
     if override:
         if not os.path.isfile(override):
@@ -40,11 +41,22 @@ def locate_dir_file(surface_path: str, surface: Surface, override: str | None) -
         return override
     if not surface.dir_file:
         return None
-    beside = os.path.join(os.path.dirname(os.path.abspath(surface_path)), surface.dir_file)
-    for candidate in (surface.dir_file, beside):
+    folder = os.path.dirname(os.path.abspath(surface_path))
+    for candidate in (surface.dir_file, os.path.join(folder, surface.dir_file),
+                      os.path.join(folder, os.path.basename(surface.dir_file))):
         if os.path.isfile(candidate):
             return candidate
     return None
+
+
+def explained_variance(surface_path: str, surface: Surface,
+                       override: str | None) -> tuple[float, float] | None:
+    """The PCA axes' explained variance ratios: from ``--dir_file`` when given, else from what
+    the surface file recorded of its directions, else from its direction file; None otherwise."""
+    recorded = (surface.attrs.get("directions") or {}).get("explained_variance_ratio")
+    if recorded and not override:
+        return float(recorded[0]), float(recorded[1])
+    return read_explained_variance(locate_dir_file(surface_path, surface, override))
 
 
 def read_explained_variance(dir_file: str | None) -> tuple[float, float] | None:

@@ -63,7 +63,8 @@ class Scale:
                                  f"between {self.vmin:g} and {self.vmax:g}; choose a larger step")
 
     def levels(self) -> np.ndarray:
-        """Contour levels from vmin below vmax (the reference's arange); in decades with ``log``."""
+        """Contour levels from vmin in steps below vmax (the reference's arange); with ``log``,
+        in decades, vmax included."""
         if self.log:
             exponents = np.arange(np.log10(self.vmin), np.log10(self.vmax) + 1e-9, self.step)
             return 10.0 ** exponents

@@ -173,6 +173,14 @@ def saved_epochs(save_dir: str) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
+def resumable_epochs(save_dir: str) -> list[int]:
+    """Saved epochs that ``--resume_epoch`` can continue from: both model and optimizer state exist.
+
+    A run killed between writing the two files leaves a model file alone.
+    """
+    return [e for e in saved_epochs(save_dir) if os.path.isfile(opt_state_path(save_dir, e))]
+
+
 def reference_init(net: nn.Module) -> None:
     """The reference trainer's initialisation, so runs start where the paper's did.
 
@@ -194,8 +202,9 @@ def train(config: TrainConfig) -> str:
     """Train as ``config`` says, writing checkpoints, ``log.csv`` and ``log.png``; returns the save directory.
 
     Seeds torch's global generator from ``--seed`` (it initialises the
-    weights and draws the augmentations); the shuffling has its own generator.
-    Both states are saved with each checkpoint and restored on resume.
+    weights, and draws the augmentations when they run in this process); the
+    shuffling has its own generator, which also seeds DataLoader workers'
+    augmentations. Both states are saved with each checkpoint and restored on resume.
     """
     config.check()
     save_dir = config.resolved_save_dir()
@@ -276,13 +285,22 @@ def read_log(path: str) -> list[dict[str, float]]:
         raise LandscapeError(f"{path}: unreadable value ({exc})") from None
 
 
+def lr_drops(rows: list[dict[str, float]]) -> list[int]:
+    """The epochs after which the learning rate changed: the last epoch trained at the old rate.
+
+    Checkpoints are saved at the milestones themselves (``model_150.t7`` is the
+    last one before the drop), so these are the epochs a trajectory marks.
+    """
+    return [int(a["epoch"]) for a, b in zip(rows, rows[1:]) if b["lr"] != a["lr"]]
+
+
 def plot_log(rows: list[dict[str, float]], path: str) -> None:
     """Loss and accuracy against epochs, train and test, with the learning-rate drops marked."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     epochs = [row["epoch"] for row in rows]
-    drops = [a["epoch"] for a, b in zip(rows, rows[1:]) if b["lr"] < a["lr"]]
+    drops = lr_drops(rows)
     figure = Figure(figsize=(10, 4), layout="constrained")
     FigureCanvasAgg(figure)
     for axes, metric, label in zip(figure.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy (%)")):
@@ -297,7 +315,7 @@ def plot_log(rows: list[dict[str, float]], path: str) -> None:
         axes.grid(alpha=0.3)
         axes.legend()
     if drops:
-        figure.suptitle(f"dotted: learning rate lowered after epoch {', '.join(map(str, drops))}")
+        figure.suptitle(f"dotted: learning rate changed after epoch {', '.join(map(str, drops))}")
     figure.savefig(path, dpi=100)
 
 
@@ -371,11 +389,13 @@ def _evaluate(net: nn.Module, data: SplitData, loss_name: str, device: torch.dev
 def _refuse_existing_run(save_dir: str) -> None:
     """A fresh run never overwrites another one's checkpoints."""
     epochs = saved_epochs(save_dir)
-    if epochs:
-        raise LandscapeError(
-            f"{save_dir} already holds a training run (checkpoints up to epoch {epochs[-1]}); continue it "
-            f"with --resume_epoch {epochs[-1]} or choose another --save_dir"
-        )
+    if not epochs:
+        return
+    resumable = resumable_epochs(save_dir)
+    hint = (f"continue it with --resume_epoch {resumable[-1]}" if resumable else
+            "none of its checkpoints has its opt_state file, so it cannot be continued: move it away")
+    raise LandscapeError(f"{save_dir} already holds a training run (checkpoints up to epoch "
+                         f"{epochs[-1]}); {hint}, or choose another --save_dir")
 
 
 def _rng_state(shuffle: torch.Generator) -> dict[str, Any]:
@@ -400,9 +420,9 @@ def _resume(save_dir: str, epoch: int, net: nn.Module, optimizer: torch.optim.Op
     paths = (model_path(save_dir, epoch), opt_state_path(save_dir, epoch))
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
-        available = saved_epochs(save_dir)
+        available = resumable_epochs(save_dir)
         raise LandscapeError(
-            f"--resume_epoch {epoch}: {' and '.join(missing)} not found; saved epochs in {save_dir}: "
+            f"--resume_epoch {epoch}: {' and '.join(missing)} not found; epochs that can be resumed in {save_dir}: "
             f"{', '.join(map(str, available)) or 'none'}"
         )
     load_weights(net, paths[0])

@@ -39,7 +39,7 @@ from .directions import DIR_TYPES, IGNORES, DirectionSpec, fingerprint, load_dir
 from .errors import LandscapeError
 from .pca import PROJECTIONS, principal_components, project
 from .networks import build_network, load_weights
-from .train import LOG_FILE, read_log
+from .train import LOG_FILE, lr_drops, read_log
 from .store import read_directions, read_projection, write_projection
 
 
@@ -123,15 +123,13 @@ def checkpoint_series(folder: str, start_epoch: int = 0, max_epoch: int | None =
 
 
 def lr_drop_epochs(folder: str) -> np.ndarray:
-    """Epochs whose learning rate differs from the previous epoch's, from the folder's ``log.csv``.
+    """The epochs after which the learning rate changed (``train.lr_drops``), from ``log.csv``.
 
     Empty when the folder has no training log.
     """
     if not os.path.isfile(os.path.join(folder, LOG_FILE)):
         return np.zeros(0, dtype=np.int64)
-    table = [(row["epoch"], row["lr"]) for row in read_log(folder)]
-    drops = [e for (_, before), (e, lr) in zip(table, table[1:]) if lr != before]
-    return np.asarray(drops, dtype=np.int64)
+    return np.asarray(lr_drops(read_log(folder)), dtype=np.int64)
 
 
 class TensorLayout:

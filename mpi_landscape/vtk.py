@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from . import __version__
 from .cli import add_flag, exit_on_user_error, new_parser
-from .plot_data import default_prefix, metric_label
+from .errors import LandscapeError
+from .plot_data import default_prefix, done_text, metric_label
 from .store import read_projection, read_surface
 from .vtk_export import (FORMATS, resample, surface_grid, to_polydata, to_structured_grid,
                          trajectory_polydata, write)
@@ -90,8 +91,8 @@ def parse_vtk_config(argv: list[str]) -> VtkConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Export, print the paths written, and turn a user error into one line and exit status 2."""
-    config = parse_vtk_config(sys.argv[1:] if argv is None else argv)
     with exit_on_user_error():
+        config = parse_vtk_config(sys.argv[1:] if argv is None else argv)
         print("\n".join(run(config)))
     return 0
 
@@ -115,6 +116,10 @@ def run(config: VtkConfig) -> list[str]:
         paths.append(write(path.polydata, f"{os.path.splitext(out)[0]}_trajectory.vtp"))
     if config.png:
         from .plot_render import render_png  # loads OpenGL: only when a picture is asked for
+
+        if polydata.GetNumberOfPolys() == 0:
+            raise LandscapeError(f"{config.surf_file}: no finished quad to render yet "
+                                 f"({done_text(surface.fraction_done)})")
 
         title = metric_label(config.metric, surface)
         if config.log:

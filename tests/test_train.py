@@ -26,6 +26,7 @@ from mpi_landscape.train import (
     opt_state_path,
     parse_milestones,
     read_log,
+    resumable_epochs,
     saved_epochs,
     train,
     train_epoch,
@@ -182,9 +183,16 @@ def test_resnet20_on_cifar_trains_and_resumes_bit_exactly(tmp_path, cifar_root):
     assert_same_run(straight, resumed, 2)
 
 
-def test_resume_needs_the_saved_epoch(demo_run):
-    with pytest.raises(LandscapeError, match="saved epochs in .*: 0, 1, 2, 3"):
+def test_resume_needs_the_saved_epoch(demo_run, tmp_path):
+    with pytest.raises(LandscapeError, match="epochs that can be resumed in .*: 0, 1, 2, 3"):
         train(demo_config(demo_run, epochs=5, resume_epoch=4))
+    # a run killed between its two files: the lone model file is not offered for resuming
+    half = tmp_path / "half"
+    shutil.copytree(demo_run, half)
+    os.remove(opt_state_path(str(half), 3))
+    assert resumable_epochs(str(half)) == [0, 1, 2]
+    with pytest.raises(LandscapeError, match="continue it with --resume_epoch 2"):
+        train(demo_config(str(half), epochs=5))
 
 
 def test_vgg9_takes_a_finite_step_on_four_images():

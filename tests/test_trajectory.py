@@ -138,7 +138,7 @@ def test_lr_drop_epochs_from_the_training_log(tmp_path):
     (tmp_path / "log.csv").write_text(
         "epoch,lr,train_loss,train_acc,test_loss,test_acc\n"
         "0,0.1,2,10,2,10\n1,0.1,1,50,1,50\n2,0.01,1,60,1,60\n3,0.01,1,61,1,61\n4,0.001,1,62,1,62\n")
-    assert lr_drop_epochs(str(tmp_path)).tolist() == [2, 4]
+    assert lr_drop_epochs(str(tmp_path)).tolist() == [1, 3]  # the last epoch at the old rate
     (tmp_path / "log.csv").write_text("step,loss\n1,2\n")
     with pytest.raises(LandscapeError, match="'epoch' and 'lr'"):
         lr_drop_epochs(str(tmp_path))
@@ -220,7 +220,7 @@ def test_pca_trajectory_files_and_numbers(tmp_path):
         assert np.linalg.norm(basis.T @ pc) == pytest.approx(1.0, abs=1e-5)
 
     projection = read_projection(result.proj_file)
-    assert projection.epochs.tolist() == list(range(9)) and projection.lr_drop_epochs.tolist() == [5]
+    assert projection.epochs.tolist() == list(range(9)) and projection.lr_drop_epochs.tolist() == [4]
     assert (projection.xcoord[-1], projection.ycoord[-1]) == (0.0, 0.0)  # θ_n itself
     rebuilt = np.outer(projection.xcoord, pcs[0]) + np.outer(projection.ycoord, pcs[1])
     np.testing.assert_allclose(rebuilt, rows, atol=1e-4 * np.abs(rows).max())
@@ -288,7 +288,7 @@ def test_train_trajectory_surface_plot_end_to_end(tmp_path):
     assert "explained variance ratio of the two PCA directions" in traj.stdout
     dir_file = run_dir / "PCA_weights_ignore=biasbn_save_epoch=1" / "directions.h5"
     projection = read_projection(f"{dir_file}_proj_cos.h5")
-    assert projection.epochs.tolist() == [0, 1, 2, 3, 4] and projection.lr_drop_epochs.tolist() == [3]
+    assert projection.epochs.tolist() == [0, 1, 2, 3, 4] and projection.lr_drop_epochs.tolist() == [2]
 
     span = 1.2 * max(np.abs(projection.xcoord).max(), np.abs(projection.ycoord).max())
     surf = tmp_path / "pca_surface.h5"
