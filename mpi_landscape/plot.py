@@ -210,6 +210,8 @@ def _draw_2d(config: PlotConfig, item: tuple[str, Surface], prefix: str,
 
 def _draw_compare(config: PlotConfig, loaded: list[tuple[str, Surface]],
                   formats: list[str]) -> list[str]:
+    if config.proj_file:
+        raise LandscapeError("--proj_file draws a path on one surface; leave out --compare")
     surfaces = [s for _, s in loaded]
     variances = [explained_variance(path, s, config.dir_file) for path, s in loaded]
     fig = figure_compare([(s, path) for path, s in loaded], config.metric,

@@ -210,6 +210,8 @@ def train(config: TrainConfig) -> str:
     save_dir = config.resolved_save_dir()
     if config.resume_epoch is None:
         _refuse_existing_run(save_dir)
+    else:
+        _refuse_overwriting_later_epochs(save_dir, config.resume_epoch)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -396,6 +398,16 @@ def _refuse_existing_run(save_dir: str) -> None:
             "none of its checkpoints has its opt_state file, so it cannot be continued: move it away")
     raise LandscapeError(f"{save_dir} already holds a training run (checkpoints up to epoch "
                          f"{epochs[-1]}); {hint}, or choose another --save_dir")
+
+
+def _refuse_overwriting_later_epochs(save_dir: str, epoch: int) -> None:
+    """Resuming from an earlier epoch would write over the run's later checkpoints: refuse."""
+    later = [e for e in resumable_epochs(save_dir) if e > epoch]
+    if later:
+        raise LandscapeError(
+            f"--resume_epoch {epoch}: {save_dir} already holds later checkpoints (up to epoch {later[-1]}) "
+            f"that resuming would overwrite; resume from {later[-1]}, or copy the run to another "
+            f"--save_dir first")
 
 
 def _rng_state(shuffle: torch.Generator) -> dict[str, Any]:

@@ -208,7 +208,7 @@ def run(config: TrajectoryConfig) -> TrajectoryResult:
     for flag, given in (("--dir_file", config.dir_file), ("--proj_file", config.proj_file)):
         if given:
             _require_folder(given, flag)
-    directions = _existing_directions(dir_file, net, config.dir_type, epochs)
+    directions = _existing_directions(dir_file, net, config.dir_type, epochs, config.ignore)
     matrix, ratio = None, None
     if directions is None:
         matrix = trajectory_matrix(net, series, layout)
@@ -227,16 +227,22 @@ def run(config: TrajectoryConfig) -> TrajectoryResult:
     return TrajectoryResult(dir_file, proj_file, epochs, xcoord, ycoord, ratio)
 
 
-def _existing_directions(dir_file: str, net: torch.nn.Module, dir_type: str,
-                         epochs: np.ndarray) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
-    """The directions already in ``dir_file`` (checked against the model and the epochs), or None."""
+def _existing_directions(dir_file: str, net: torch.nn.Module, dir_type: str, epochs: np.ndarray,
+                         ignore: str) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+    """The directions already in ``dir_file`` (checked against the model, epochs and --ignore), or None."""
     if not os.path.exists(dir_file):
         return None
-    made_from = read_directions(dir_file).attrs.get("epochs")
+    attrs = read_directions(dir_file, tensors=False).attrs
+    made_from = attrs.get("epochs")
     if made_from is not None and list(made_from) != epochs.tolist():
         raise LandscapeError(
             f"{dir_file} holds PCA directions of epochs {_epochs_text(made_from)}, not of "
             f"{_epochs_text(epochs)}; pass another --dir_file, or delete it to recompute"
+        )
+    if attrs.get("ignore", ignore) != ignore:
+        raise LandscapeError(
+            f"{dir_file} holds PCA directions made with --ignore {attrs['ignore']}, not {ignore}; "
+            f"pass another --dir_file, or delete it to recompute"
         )
     return load_directions(dir_file, net, dir_type, two_d=True)
 

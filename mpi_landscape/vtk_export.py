@@ -58,9 +58,7 @@ def surface_grid(surface: Surface, metric: str, log: bool = False,
     """The surface's arrays (NaN where unfinished or not finite), and ``metric`` turned into a height."""
     if surface.y is None:
         raise LandscapeError("a 1D surface has no 2D shape to export; plot it with mpi_landscape.plot")
-    if metric not in surface.metrics:
-        raise LandscapeError(f"the surface has no array {metric!r}; it has: "
-                             f"{', '.join(sorted(surface.metrics)) or 'none'}")
+    metric_values(surface, metric)  # refuses a metric the file does not hold
     arrays = {name: metric_values(surface, name) for name in surface.metrics}
     raw = np.where(surface.done, surface.metrics[metric], np.nan)  # a diverged inf still clips to zmax
     return SurfaceGrid(surface.x, surface.y, arrays, surface.done.copy(), heights(raw, log, zmax), metric)

@@ -193,6 +193,8 @@ def test_resume_needs_the_saved_epoch(demo_run, tmp_path):
     assert resumable_epochs(str(half)) == [0, 1, 2]
     with pytest.raises(LandscapeError, match="continue it with --resume_epoch 2"):
         train(demo_config(str(half), epochs=5))
+    with pytest.raises(LandscapeError, match="later checkpoints .* would overwrite; resume from 2"):
+        train(demo_config(str(half), epochs=5, resume_epoch=1))
 
 
 def test_vgg9_takes_a_finite_step_on_four_images():
