@@ -7,7 +7,8 @@
 # What to edit (environment variables, or the defaults below):
 #   NP        number of ranks (default: one per GPU that nvidia-smi lists, else 2)
 #   workload  MODEL MODEL_FILE DATASET DATAPATH X Y DIR_TYPE XNORM YNORM XIGNORE
-#             YIGNORE DIR_FILE SURF_FILE, EXTRA_ARGS for any other flag
+#             YIGNORE DIR_FILE SURF_FILE, EXTRA_ARGS for any other flag (defaults:
+#             workload_args in launch/common.sh)
 #             e.g. NP=4 MODEL=resnet56 MODEL_FILE=trained_nets/resnet56/model_300.t7 \
 #                  X=-1:1:51 Y=-1:1:51 SURF_FILE=resnet56.h5 bash launch/mpirun_local.sh
 #             Y= (empty) computes a 1D line. Arguments are passed on to the
@@ -29,6 +30,10 @@
 set -uo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+[[ -f "$REPO_ROOT/launch/common.sh" ]] || { echo "$REPO_ROOT/launch/common.sh not found" >&2; exit 1; }
+# shellcheck source=common.sh source-path=SCRIPTDIR
+source "$REPO_ROOT/launch/common.sh"
+
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "$REPO_ROOT/.venv/bin/python" ]]; then PYTHON="$REPO_ROOT/.venv/bin/python"; else PYTHON=python; fi
 fi
@@ -38,37 +43,9 @@ if [[ -z "${NP:-}" ]]; then
     NP=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
     ((NP > 0)) || NP=2
 fi
-if [[ -z "$MPIRUN" ]]; then
-    py="$(command -v "$PYTHON")" || { echo "PYTHON=$PYTHON not found" >&2; exit 1; }
-    if [[ -x "$(dirname "$py")/mpirun" ]]; then MPIRUN="$(dirname "$py")/mpirun"; else MPIRUN=mpirun; fi
-fi
+default_mpirun
 
-# ---- Workload --------------------------------------------------------------
-MODEL="${MODEL:-resnet56}"
-MODEL_FILE="${MODEL_FILE:-trained_nets/resnet56_sgd_lr=0.1_bs=128_wd=0.0005/model_300.t7}"
-DATASET="${DATASET:-cifar10}"
-DATAPATH="${DATAPATH:-cifar10/data}"
-X="${X:--1:1:51}"
-Y="${Y--1:1:51}"
-DIR_TYPE="${DIR_TYPE:-weights}"
-XNORM="${XNORM:-filter}"
-YNORM="${YNORM:-filter}"
-XIGNORE="${XIGNORE:-biasbn}"
-YIGNORE="${YIGNORE:-biasbn}"
-DIR_FILE="${DIR_FILE:-}"
-SURF_FILE="${SURF_FILE:-}"
-EXTRA_ARGS="${EXTRA_ARGS:-}"
-
-args=(--model "$MODEL" --model_file "$MODEL_FILE" --dataset "$DATASET" --datapath "$DATAPATH"
-      --x="$X" --dir_type "$DIR_TYPE" --xnorm "$XNORM" --xignore "$XIGNORE")
-if [[ -n "$Y" ]]; then
-    args+=(--y="$Y" --ynorm "$YNORM" --yignore "$YIGNORE")
-fi
-[[ -z "$DIR_FILE" ]] || args+=(--dir_file "$DIR_FILE")
-[[ -z "$SURF_FILE" ]] || args+=(--surf_file "$SURF_FILE")
-read -r -a extra <<<"$EXTRA_ARGS"
-args+=("${extra[@]}" "$@")
-
+workload_args "$@"
 read -r -a mpirun_args <<<"$MPIRUN_ARGS"
 cmd=("$MPIRUN" -n "$NP" "${mpirun_args[@]}" "$PYTHON" -m mpi_landscape.surface "${args[@]}")
 echo "+ ${cmd[*]}"
@@ -92,13 +69,7 @@ trap on_stop INT TERM USR1
 setsid "${cmd[@]}" &
 pid=$!
 ((stops == 0)) || kill -USR1 "$pid" 2>/dev/null   # stopped while starting it
-while :; do
-    wait "$pid"
-    rc=$?
-    # wait returns early (>128) when a trapped signal arrives; keep waiting
-    if ((rc > 128)) && kill -0 "$pid" 2>/dev/null; then continue; fi
-    break
-done
+wait_step
 if ((stops == 1)) && [[ "$rc" != 0 && "$rc" != 2 && "$rc" != 75 ]]; then
     # the stop came while the ranks were still starting, before they could catch it
     echo "stopped before the ranks were ready; rerun the same command to finish" >&2
