@@ -13,6 +13,7 @@ already gives a usable low-resolution surface.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,9 +106,15 @@ class Grid:
     def point(self, index: int) -> tuple[float, float]:
         """The coordinates ``(alpha, beta)`` of a flat index (beta is 0.0 in 1D)."""
         iy, ix = self.unravel(index)
-        alpha = float(self.xcoordinates()[ix])
-        beta = float(self.ycoordinates()[iy]) if self.y is not None else 0.0
-        return alpha, beta
+        return float(self._x[ix]), float(self._y[iy]) if self._y is not None else 0.0
+
+    @functools.cached_property
+    def _x(self) -> np.ndarray:  # computed once: point() is called for every grid point
+        return self.xcoordinates()
+
+    @functools.cached_property
+    def _y(self) -> np.ndarray | None:
+        return self.ycoordinates()
 
     def coarse_to_fine(self) -> np.ndarray:
         """All flat indices, coarsest refinement level first (stable within a level)."""
