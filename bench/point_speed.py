@@ -6,8 +6,8 @@ per-image transforms restarted at every point, weights rebuilt on the host,
 a host sync per batch. This script measures both evaluators on the same
 model, the same data, the same directions and the same points, in one
 process, and reports the median seconds per point and their ratio. The
-engine is measured once per evaluation mode (``--modes``: precision, and
-whether the model is compiled), each mode against the same reference-style
+engine is measured once per evaluation mode (``--modes``: precision, whether
+the model is compiled, and its memory layout), each mode against the same reference-style
 timing, which is taken once per model. Every mode must give the reference's
 loss at every point it shares with it, to a tolerance that suits the mode's
 precision, so the comparison is of equal work.
@@ -53,7 +53,8 @@ CPU_MODELS = ("demo_mlp", "resnet20", "resnet56")
 GPU_MODELS = ("resnet56",)
 CPU_MODES = ("fp32",)
 GPU_MODES = ("fp32", "bf16", "bf16+compile")
-MODES = ("fp32", "bf16", "fp16", "fp32+compile", "bf16+compile", "fp16+compile")
+PRECISIONS = ("fp32", "bf16", "fp16")
+MODE_OPTIONS = ("compile", "nchw")  # torch.compile; the NCHW layout instead of the engine's NHWC
 CPU_IMAGES = 512
 GPU_IMAGES = 50_000
 BN_CALIBRATION_IMAGES = 64
@@ -150,15 +151,23 @@ def image_workload(model: str, images: int) -> Workload:
     return workload(model, inputs, targets, UInt8Images(pixels, labels, CIFAR10_MEAN, CIFAR10_STD))
 
 
-def parse_mode(mode: str) -> tuple[str, bool]:
-    """``"bf16+compile"`` -> ``("bf16", True)``: the engine's precision and whether it compiles."""
-    precision, _, compiled = mode.partition("+")
-    return precision, compiled == "compile"
+def parse_mode(mode: str) -> tuple[str, bool, bool]:
+    """``"bf16+compile"`` -> ``("bf16", True, True)``: precision, compiled, channels_last.
+
+    A mode is a precision followed by any of ``+compile`` and ``+nchw``; the
+    latter keeps conv nets in PyTorch's default NCHW layout, to measure what
+    the engine's channels_last default gains.
+    """
+    precision, *options = mode.split("+")
+    if precision not in PRECISIONS or len(set(options)) < len(options) or not set(options) <= set(MODE_OPTIONS):
+        raise ValueError(f"{mode!r}: a mode is one of {', '.join(PRECISIONS)}, then any of "
+                         f"{', '.join('+' + o for o in MODE_OPTIONS)}")
+    return precision, "compile" in options, "nchw" not in options
 
 
 def tolerance(mode: str, device: torch.device) -> float:
     """The loss tolerance of ``mode`` (see the constants above) on ``device``."""
-    precision, _ = parse_mode(mode)
+    precision, _, _ = parse_mode(mode)
     if precision != "fp32":
         return REDUCED_TOLERANCE
     if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
@@ -223,18 +232,19 @@ def measure_mode(w: Workload, mode: str, points: list[tuple[float, float]], refe
     alone: the previous evaluator is freed and the peak counter reset first.
     """
     device = torch.device(args.device)
-    precision, compiled = parse_mode(mode)
+    precision, compiled, channels_last = parse_mode(mode)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     engine = PointEvaluator(copy.deepcopy(w.net), "weights", w.x_dir, w.y_dir,
                             {"train": SplitData(w.inputs, w.targets)}, "crossentropy",
-                            args.batch_size, device, precision, compiled)
+                            args.batch_size, device, precision, compiled,
+                            channels_last=None if channels_last else False)
     setup = time.perf_counter() - start
     first_point = engine.warm_up()
     least = max(args.repeats, len(reference["seconds"]))
     timing = run_points(engine, points, least, args.min_seconds)
-    batch_size = engine.batch_size
+    batch_size, engine_layout = engine.batch_size, engine.flat.channels_last
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     del engine
     free_memory(device, compiled)
@@ -249,6 +259,7 @@ def measure_mode(w: Workload, mode: str, points: list[tuple[float, float]], refe
         "mode": mode,
         "precision": precision,
         "compile": compiled,
+        "channels_last": engine_layout,
         "s_per_point": timing.median,
         "ratio": reference["s_per_point"] / timing.median,
         "warmup_seconds": setup + first_point,
@@ -299,8 +310,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
     parser.add_argument("--models", help=f"comma-separated; default {','.join(CPU_MODELS)} on the CPU, "
                                          f"{','.join(GPU_MODELS)} on a GPU")
-    parser.add_argument("--modes", help=f"the engine's evaluation modes, comma-separated, of {', '.join(MODES)}; "
-                                        f"default {','.join(CPU_MODES)} on the CPU, {','.join(GPU_MODES)} on a GPU")
+    parser.add_argument("--modes", help=f"the engine's evaluation modes, comma-separated: a precision "
+                                        f"({', '.join(PRECISIONS)}) then any of +compile, +nchw (e.g. "
+                                        f"bf16+compile, fp32+nchw); default {','.join(CPU_MODES)} on the "
+                                        f"CPU, {','.join(GPU_MODES)} on a GPU")
     parser.add_argument("--images", type=int, help=f"CIFAR-shaped images per point; default {CPU_IMAGES} "
                                                     f"on the CPU, {GPU_IMAGES} on a GPU")
     parser.add_argument("--batch_size", type=int, default=None,
@@ -318,9 +331,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     on_gpu = args.device.startswith("cuda")
     args.models = args.models.split(",") if args.models else list(GPU_MODELS if on_gpu else CPU_MODELS)
     args.modes = args.modes.split(",") if args.modes else list(GPU_MODES if on_gpu else CPU_MODES)
-    unknown = [m for m in args.modes if m not in MODES]
-    if unknown:
-        parser.error(f"--modes: unknown {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    for mode in args.modes:
+        try:
+            parse_mode(mode)
+        except ValueError as bad:
+            parser.error(f"--modes: {bad}")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     args.images = args.images or (GPU_IMAGES if on_gpu else CPU_IMAGES)

@@ -104,7 +104,7 @@ class FlatWeights:
     Integer entries such as ``num_batches_tracked`` stay at θ*: eval mode does
     not read them. With ``channels_last`` the 4D tensors (conv filters) are
     laid out NHWC in the buffer, so convolutions read them in the layout that
-    is fastest on GPUs; directions are flattened in the same order.
+    is fastest for cuDNN and oneDNN alike; directions are flattened in the same order.
     """
 
     def __init__(self, net: torch.nn.Module, dir_type: str, channels_last: bool = False):
@@ -185,9 +185,8 @@ class PointEvaluator:
                                  "include train in --splits")
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
-        if channels_last is None:  # where it helps: convolutions on a GPU
-            channels_last = self.device.type == "cuda" and any(
-                isinstance(m, torch.nn.Conv2d) for m in self.net.modules())
+        if channels_last is None:  # where it helps: convolutions (GPUs and oneDNN on CPUs alike)
+            channels_last = any(isinstance(m, torch.nn.Conv2d) for m in self.net.modules())
         self.flat = FlatWeights(self.net, dir_type, channels_last)
         self.dx = self.flat.flatten(x)
         self.dy = self.flat.flatten(y) if y is not None else None
@@ -195,7 +194,8 @@ class PointEvaluator:
         self.loss_name, self.precision, self.bn = loss_name, precision, bn
         self.bn_batch_size = bn_batch_size
         self.forward = torch.compile(self.net) if compile else self.net
-        self.batch_size = batch_size or self._largest_batch()
+        self.fixed_batch_size = batch_size
+        self.batch_size = batch_size or self._largest_batch(precision, self.forward)
         self.warmup_seconds = 0.0
 
     @property
@@ -207,7 +207,7 @@ class PointEvaluator:
         self.flat.set(alpha, self.dx, beta, self.dy)
         if self.bn == "recompute":
             self._recompute_batchnorm()
-        return self._evaluate(self.precision)
+        return self._evaluate(self.precision, self.forward, self.batch_size)
 
     def warm_up(self) -> float:
         """Run one point so compilation and allocator warm-up are not charged to the grid."""
@@ -217,23 +217,30 @@ class PointEvaluator:
         return self.warmup_seconds
 
     def precision_check(self) -> dict:
-        """The centre point in fp32 and in the chosen precision, and their largest relative gap."""
+        """The centre point in fp32 and in the chosen precision, and their largest relative gap.
+
+        The fp32 pass runs eagerly (a compiled model is not recompiled for one
+        point) with a batch of its own: fp32 activations are twice as large, so
+        the reduced precision's largest batch may not fit.
+        """
         self.flat.set(0.0, self.dx, 0.0, self.dy)
         if self.bn == "recompute":
             self._recompute_batchnorm()
-        reference, reduced = self._evaluate("fp32"), self._evaluate(self.precision)
+        fp32_batch = self.fixed_batch_size or self._largest_batch("fp32", self.net)
+        reference = self._evaluate("fp32", self.net, fp32_batch)
+        reduced = self._evaluate(self.precision, self.forward, self.batch_size)
         gap = max(abs(reduced[k] - reference[k]) / max(abs(reference[k]), 1e-12)
                   for k in reference if k.endswith("_loss"))
         return {"fp32": reference, self.precision: reduced, "max_relative_loss_gap": gap}
 
     @torch.inference_mode()
-    def _evaluate(self, precision: str) -> dict[str, float]:
+    def _evaluate(self, precision: str, forward, batch_size: int) -> dict[str, float]:
         n_splits = len(self.data.names)
         loss_sums = torch.zeros(n_splits, dtype=torch.float64, device=self.device)
         correct = torch.zeros(n_splits, dtype=torch.int64, device=self.device)
         with self._autocast(precision):
-            for inputs, targets, split_ids in self.data.batches(self.batch_size):
-                outputs = self.forward(inputs)
+            for inputs, targets, split_ids in self.data.batches(batch_size):
+                outputs = forward(inputs)
                 loss_sums.index_add_(0, split_ids, per_sample_loss(outputs, targets, self.loss_name).double())
                 correct.index_add_(0, split_ids, (outputs.argmax(dim=1) == targets).long())
         loss_sums, correct = loss_sums.tolist(), correct.tolist()  # one host sync per point
@@ -269,31 +276,49 @@ class PointEvaluator:
         dtype = PRECISIONS[precision]
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def _largest_batch(self) -> int:
-        """On a GPU the largest batch (a power of two) whose forward pass fits.
+    def _largest_batch(self, precision: str, forward) -> int:
+        """The batch for ``forward`` in ``precision`` when ``--batch_size`` is not given.
 
-        On a CPU large batches are slower: activations fall out of cache. The
-        batch there is the power of two whose inputs take about 1.5 MB (128
-        CIFAR images, thousands of small vectors).
+        On a GPU the largest power of two whose forward pass fits (at most
+        MAX_AUTO_BATCH). On a CPU large batches are slower: activations fall
+        out of cache. The batch there is the power of two whose inputs take
+        about 1.5 MB (128 CIFAR images, thousands of small vectors).
         """
         n = len(self.data)
         if self.device.type != "cuda":
             sample_bytes = self.data.inputs[:1].nbytes
             batch = 1 << round(math.log2(max(1.0, CPU_BATCH_INPUT_BYTES / sample_bytes)))
             return min(max(batch, CPU_BATCH_RANGE[0]), CPU_BATCH_RANGE[1], n)
-        batch = min(MAX_AUTO_BATCH, 1 << (n - 1).bit_length())
-        while True:
-            try:
-                with torch.inference_mode(), self._autocast(self.precision):
-                    for inputs, _, _ in self.data.batches(batch, limit=batch):
-                        self.forward(inputs)
-                torch.cuda.synchronize(self.device)
-                return min(batch, n)
-            except torch.cuda.OutOfMemoryError:
-                if batch == 1:
-                    raise
-                batch //= 2
-                torch.cuda.empty_cache()
+
+        def forward_fits(batch: int) -> None:
+            with torch.inference_mode(), self._autocast(precision):
+                for inputs, _, _ in self.data.batches(batch, limit=batch):
+                    forward(inputs)
+            torch.cuda.synchronize(self.device)
+
+        batch = largest_fitting_batch(forward_fits, min(MAX_AUTO_BATCH, 1 << (n - 1).bit_length()),
+                                      release=torch.cuda.empty_cache)
+        return min(batch, n)
+
+
+def largest_fitting_batch(try_batch, start: int, release=lambda: None) -> int:
+    """The first of start, start/2, start/4, ... 1 for which ``try_batch`` does not run out of memory.
+
+    ``release`` returns cached memory between tries. A network that does not
+    fit even one sample is refused with a message instead of an allocator
+    traceback.
+    """
+    batch = start
+    while True:
+        try:
+            try_batch(batch)
+            return batch
+        except torch.OutOfMemoryError:
+            release()
+            if batch == 1:
+                raise LandscapeError("the network does not fit in GPU memory even with a batch of 1 "
+                                     "sample: use a larger GPU, or the CPU (CUDA_VISIBLE_DEVICES=)") from None
+            batch //= 2
 
 
 def _check_choice(flag: str, value: str, choices) -> None:

@@ -14,7 +14,7 @@ from mpi_landscape import compute_surface
 from mpi_landscape.data import demo_split
 from mpi_landscape.directions import DirectionSpec, create_directions
 from mpi_landscape.errors import LandscapeError
-from mpi_landscape.evaluate import PointEvaluator, SplitData
+from mpi_landscape.evaluate import PointEvaluator, SplitData, largest_fitting_batch
 
 
 def reference_style_loss(net, dir_type, x, y, alpha, beta, data, loss_name="crossentropy"):
@@ -175,15 +175,59 @@ def test_compiled_model_gives_the_same_surface(trained):
         assert compiled(*point)["test_loss"] == pytest.approx(eager(*point)["test_loss"], rel=1e-5)
 
 
-def test_channels_last_layout_gives_the_same_losses():
-    """The NHWC buffer layout used on GPUs, checked on the CPU with a real conv net."""
+def test_channels_last_layout_gives_the_same_losses(trained):
+    """The NHWC buffer layout, the default for conv nets, against NCHW with a real conv net."""
     torch.manual_seed(0)
     net = models.build_model("resnet20").eval()
     data = SplitData(torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,)))
     x, y = create_directions(net, DirectionSpec())
     plain = PointEvaluator(copy.deepcopy(net), "weights", x, y, {"train": data}, channels_last=False)
-    nhwc = PointEvaluator(copy.deepcopy(net), "weights", x, y, {"train": data}, channels_last=True)
+    nhwc = PointEvaluator(copy.deepcopy(net), "weights", x, y, {"train": data})
     conv = next(m for m in nhwc.net.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert nhwc.data.inputs.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.data.inputs.is_contiguous(memory_format=torch.channels_last)
+    mlp = PointEvaluator(copy.deepcopy(trained), "weights", *create_directions(trained, DirectionSpec()),
+                         {"train": demo_split("test")})
+    assert not mlp.flat.channels_last  # nothing to gain without convolutions
     for point in [(0.0, 0.0), (0.3, -0.6)]:
         assert nhwc(*point)["train_loss"] == pytest.approx(plain(*point)["train_loss"], rel=1e-5)
+
+
+def test_batch_search_halves_until_the_forward_pass_fits():
+    """The GPU batch search, driven by a stand-in for the device's allocator (no GPU here)."""
+    tried, released = [], []
+
+    def fits_up_to_300(batch):
+        tried.append(batch)
+        if batch > 300:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    assert largest_fitting_batch(fits_up_to_300, 4096, release=lambda: released.append(1)) == 256
+    assert tried == [4096, 2048, 1024, 512, 256] and len(released) == 4
+
+    def never_fits(batch):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(LandscapeError, match="does not fit in GPU memory even with a batch of 1"):
+        largest_fitting_batch(never_fits, 8)
+
+    def other_error(batch):
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # only running out of memory is retried
+        largest_fitting_batch(other_error, 8)
+
+
+def test_precision_check_runs_fp32_eagerly_with_its_own_batch(trained):
+    """A compiled bf16 evaluator checks its centre in eager fp32, at the batch fp32 would get."""
+    x, y = create_directions(trained, DirectionSpec())
+    splits = {"train": demo_split("train")}
+    evaluator = PointEvaluator(copy.deepcopy(trained), "weights", x, y, splits, precision="bf16", compile=True)
+    evaluator.warm_up()
+    calls = []
+    evaluator._largest_batch = lambda precision, forward: calls.append((precision, forward)) or 64
+    check = evaluator.precision_check()
+    assert calls == [("fp32", evaluator.net)]
+    eager_fp32 = PointEvaluator(copy.deepcopy(trained), "weights", x, y, splits, batch_size=64)(0.0, 0.0)
+    assert check["fp32"]["train_loss"] == pytest.approx(eager_fp32["train_loss"], rel=1e-6)
