@@ -2,7 +2,8 @@
 # GPU figures in one go, from a plain checkout (no install, no internet): seconds per grid
 # point of the engine against the reference style (point_speed.py), then two real 11x11
 # surfaces of a ResNet-56 over 50,000 CIFAR-shaped images through `python -m
-# mpi_landscape.surface`, in bf16 and in fp32. Sized for about 6 minutes on one H100.
+# mpi_landscape.surface`: the fast mode (bf16, compiled) and fp32. Sized for about 7 minutes on
+# one H100.
 #
 #   bash bench/gpu.sh                    # from anywhere; needs torch, torchvision, h5py, mpi4py
 #   OUT=/some/folder bash bench/gpu.sh   # also copy the log and the result files there
@@ -71,11 +72,13 @@ net = models.build_model("resnet56")
 calibrate_batchnorm(net, synthetic_cifar.train()[0][:BN_CALIBRATION_IMAGES])
 models.save_checkpoint(sys.argv[1], net)
 EOF
-    for precision in bf16 fp32; do
-        echo "-- --precision $precision"
+    for mode in bf16+compile fp32; do
+        local flags=(--precision "${mode%+compile}")
+        [[ $mode == *+compile ]] && flags+=(--compile)
+        echo "-- ${flags[*]}"
         "$python" -m mpi_landscape.surface --model resnet56 --model_file "$work/resnet56.t7" \
-            --dataset synthetic_cifar:train --x=-1:1:"$grid" --y=-1:1:"$grid" --precision "$precision" \
-            --dir_file "$work/directions.h5" --surf_file "$work/surface_$precision.h5" || status=$?
+            --dataset synthetic_cifar:train --x=-1:1:"$grid" --y=-1:1:"$grid" "${flags[@]}" \
+            --dir_file "$work/directions.h5" --surf_file "$work/surface_$mode.h5" || status=$?
     done
     "$python" - "$work" "$images" "$grid" <<'EOF' || status=$?
 import json
@@ -90,17 +93,22 @@ from machine import environment, machine_name
 from mpi_landscape.store import read_surface
 
 work, images, grid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+FULL_GRID_POINTS = 51 * 51
 device = "cuda" if torch.cuda.is_available() else "cpu"  # where the surface command ran
 runs = {}
-for precision in ("bf16", "fp32"):
-    path = os.path.join(work, f"surface_{precision}.h5")
+for mode in ("bf16+compile", "fp32"):
+    path = os.path.join(work, f"surface_{mode}.h5")
     if os.path.exists(path):
         attrs = read_surface(path).attrs
-        runs[precision] = {"last_run": attrs.get("last_run"), "precision_check": attrs.get("precision_check")}
         last = attrs.get("last_run") or {}
-        print(f"{precision}: {last.get('seconds_per_point', float('nan')):.4f} s/point over "
-              f"{last.get('points')} points, batch {last.get('batch_size')}, peak "
-              f"{'GPU' if device == 'cuda' else 'RSS'} {last.get('peak_memory_bytes_rank0', 0) / 2**20:.0f} MB")
+        per_point, warmup = last.get("seconds_per_point", float("nan")), last.get("warmup_seconds", 0.0)
+        full_grid_minutes = (FULL_GRID_POINTS * per_point + warmup) / 60
+        runs[mode] = {"last_run": last, "precision_check": attrs.get("precision_check"),
+                      "minutes_for_51x51": full_grid_minutes}
+        print(f"{mode}: {per_point:.4f} s/point over {last.get('points')} points, warm-up {warmup:.1f} s, "
+              f"batch {last.get('batch_size')}, peak {'GPU' if device == 'cuda' else 'RSS'} "
+              f"{last.get('peak_memory_bytes_rank0', 0) / 2**20:.0f} MB; a 51x51 grid at this rate: "
+              f"{full_grid_minutes:.1f} min")
 machine = machine_name(device)
 env = {k: v for k, v in environment(device).items() if k != "argv"}  # argv: this snippet's temp folder
 with open(os.path.join(work, f"surface_{machine}.json"), "w") as out:
