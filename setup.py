@@ -1,10 +1,14 @@
 """Install mpi_landscape and the models package: `pip install -e .[test]`."""
 
+import re
+
 from setuptools import find_packages, setup
+
+VERSION = re.search(r'__version__ = "(.+?)"', open("mpi_landscape/__init__.py", encoding="utf-8").read())[1]
 
 setup(
     name="mpi_landscape",
-    version="0.1.0",
+    version=VERSION,
     description="Loss landscapes of neural networks (Li et al., ICLR 2018) computed over MPI ranks",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -25,25 +25,20 @@ grid=${BENCH_GRID:-11}
 python=${PYTHON:-python}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-export PYTHONPATH="$PWD:$work${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD:$PWD/bench:$work${PYTHONPATH:+:$PYTHONPATH}"
 
 # The surface command's --dataset module:factory: the same images as point_speed.py's.
 cat > "$work/synthetic_cifar.py" <<EOF
 """A CIFAR-shaped training split of $images random images, the same at every call (seed 0)."""
-import numpy as np
 import torch
 
-from mpi_landscape.data import CIFAR10_MEAN, CIFAR10_STD
+from mpi_landscape.data import cifar_inputs
+from point_speed import synthetic_cifar
 
 
 def train():
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, size=($images, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=$images)
-    mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
-    inputs = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255).sub(mean).div(std)
-    return inputs.contiguous(), torch.from_numpy(labels).long()
+    pixels, labels = synthetic_cifar($images)
+    return cifar_inputs(pixels), torch.from_numpy(labels).long()
 EOF
 
 run_all() {

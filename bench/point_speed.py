@@ -40,11 +40,12 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import Dataset, TensorDataset
 
 from machine import environment, machine_name, write_result
 from models import build_model
-from mpi_landscape.data import CIFAR10_MEAN, CIFAR10_STD, demo_split
+from mpi_landscape.data import CIFAR10_MEAN, CIFAR10_STD, cifar_inputs, demo_split
 from mpi_landscape.directions import DirectionSpec, create_directions
 from mpi_landscape.evaluate import PointEvaluator, SplitData
 from reference_style import REFERENCE_BATCH_SIZE, REFERENCE_WORKERS, ReferenceStyleEvaluator, UInt8Images
@@ -106,16 +107,7 @@ def calibrate_batchnorm(net: nn.Module, inputs: torch.Tensor) -> None:
     variances has exploding activations and losses in the thousands; with
     statistics from the data its loss is that of an untrained real network.
     """
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average: one batch gives exactly its statistics
-    net.train()
-    with torch.no_grad():
-        net(inputs)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
+    update_bn([inputs], net)  # a cumulative average: one batch gives exactly its statistics
     net.eval()
 
 
@@ -134,21 +126,23 @@ def mlp_workload() -> Workload:
     return workload("demo_mlp", data.inputs, data.targets, TensorDataset(data.inputs, data.targets))
 
 
+def synthetic_cifar(images: int) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` random CIFAR-shaped uint8 HWC images and labels, the same at every call (seed 0)."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(images, 32, 32, 3), dtype=np.uint8)
+    return pixels, rng.integers(0, 10, size=images)
+
+
 def image_workload(model: str, images: int) -> Workload:
     """A CIFAR network on synthetic CIFAR-shaped uint8 images, normalized as for evaluation.
 
-    The engine gets the whole split as one normalized tensor, computed with
-    the arithmetic of ``ToTensor`` + ``Normalize`` (as ``mpi_landscape.data``
-    does for CIFAR-10); the reference transforms each image when it is read.
+    The engine gets the whole split as one normalized tensor, as
+    ``mpi_landscape.data`` makes it for CIFAR-10; the reference transforms
+    each image when it is read.
     """
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, size=(images, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=images)
-    mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
-    inputs = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255).sub(mean).div(std).contiguous()
-    targets = torch.from_numpy(labels).long()
-    return workload(model, inputs, targets, UInt8Images(pixels, labels, CIFAR10_MEAN, CIFAR10_STD))
+    pixels, labels = synthetic_cifar(images)
+    return workload(model, cifar_inputs(pixels), torch.from_numpy(labels).long(),
+                    UInt8Images(pixels, labels, CIFAR10_MEAN, CIFAR10_STD))
 
 
 def parse_mode(mode: str) -> tuple[str, bool, bool]:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -178,11 +177,10 @@ def child(args: argparse.Namespace) -> None:
 
 
 def mpirun_command(args: argparse.Namespace) -> str:
-    """The mpirun of this Python's environment (the mpich wheel's), else the one on PATH."""
-    if args.mpirun:
-        return args.mpirun
-    beside = Path(sys.executable).with_name("mpirun")
-    found = str(beside) if beside.exists() else shutil.which("mpirun")
+    """``--mpirun``, else the mpirun of this Python's environment (the mpich wheel's) or PATH's."""
+    from mpi_landscape.demo import find_mpirun  # here, not at the top: the ranks need no torch
+
+    found = args.mpirun or find_mpirun()
     if not found:
         sys.exit("no mpirun found: install mpi4py with the mpich wheel, or give --mpirun")
     return found

@@ -26,10 +26,10 @@ VGG9_CONFIG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256,
 class VGG(nn.Module):
     """Conv-BN-ReLU stacks with max-pools, one hidden linear layer, a linear classifier."""
 
-    def __init__(self, config: tuple[int | str, ...], num_classes: int = 10, input_size: int = 32) -> None:
+    def __init__(self, config: tuple[int | str, ...], num_classes: int = 10) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        channels, size = 3, input_size
+        channels, size = 3, 32  # 32x32 inputs
         for item in config:
             if item == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True))

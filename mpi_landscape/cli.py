@@ -10,16 +10,18 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator, TypeVar
 
+from . import __version__
 from .errors import LandscapeError
 
 Config = TypeVar("Config")
 
 
 def new_parser(module: str, config_type: type, description: str) -> argparse.ArgumentParser:
-    """A parser whose defaults are the config dataclass's, shown in ``--help``."""
+    """A parser whose defaults are the config dataclass's, shown in ``--help``, with ``--version``."""
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.set_defaults(**{f.name: f.default for f in dataclasses.fields(config_type)})
+    parser.add_argument("--version", action="version", version=f"mpi_landscape {__version__}")
     return parser
 
 
@@ -34,9 +36,13 @@ def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
 def parse_config(parser: argparse.ArgumentParser, config_type: type[Config],
                  argv: list[str]) -> Config:
     """Parse ``argv`` into ``config_type``; flags that are not config fields are accepted and dropped."""
-    namespace = vars(parser.parse_args(argv))
+    return config_from(config_type, vars(parser.parse_args(argv)))
+
+
+def config_from(config_type: type[Config], values: dict) -> Config:
+    """``config_type`` built from the entries of ``values`` that are its fields; the rest is dropped."""
     fields = {f.name for f in dataclasses.fields(config_type)}
-    return config_type(**{k: v for k, v in namespace.items() if k in fields})
+    return config_type(**{k: v for k, v in values.items() if k in fields})
 
 
 @contextmanager

@@ -57,13 +57,17 @@ def _cifar10(root: str, train: bool, raw_data: bool, download: bool) -> SplitDat
             f"CIFAR-10 not found or incomplete under --datapath {root} ({exc}). Put the "
             f"extracted 'cifar-10-batches-py' folder there, or add --download once to fetch it"
         ) from None
-    # Same arithmetic as ToTensor() then Normalize(), done once for the whole split.
-    inputs = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div(255)
+    return SplitData(cifar_inputs(ds.data, raw_data), torch.tensor(ds.targets, dtype=torch.int64))
+
+
+def cifar_inputs(pixels: np.ndarray, raw_data: bool = False) -> torch.Tensor:
+    """uint8 HWC images as one NCHW float tensor: ToTensor() then Normalize(), for all at once."""
+    inputs = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255)
     if not raw_data:
         mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
         inputs = inputs.sub(mean).div(std)
-    return SplitData(inputs.contiguous(), torch.tensor(ds.targets, dtype=torch.int64))
+    return inputs.contiguous()
 
 
 class LocalCIFAR10(CIFAR10):

@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from . import __version__
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
 from .errors import LandscapeError
 from .train import TrainConfig, model_path, resumable_epochs, train
@@ -118,13 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--x", help="x axis as min:max:num, e.g. --x=-1:1:41")
     add_flag(p, "--y", help="y axis as min:max:num")
     add_flag(p, "--epochs", type=int, help="training epochs")
-    p.add_argument("--version", action="version", version=f"mpi_landscape {__version__}")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo and say where the result is and what to do with it."""
-    argv = sys.argv[1:] if argv is None else argv
     config = parse_config(build_parser(), DemoConfig, argv)
     with exit_on_user_error():
         surf_file = run_demo(config)

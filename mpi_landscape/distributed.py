@@ -219,10 +219,15 @@ class _Coordinator:
     def stopping(self) -> bool:
         return self.ctx.stop_requested
 
-    def _serve_messages(self) -> bool:
+    @property
+    def _evaluators(self) -> int:
+        """Ranks still evaluating points: the active workers, and rank 0 when it evaluates."""
+        return len(self.active) + (1 if self.evaluates else 0)
+
+    def _serve_messages(self) -> None:
         from mpi4py import MPI
 
-        status, served, t0 = MPI.Status(), False, time.perf_counter()
+        status, t0 = MPI.Status(), time.perf_counter()
         while self.comm.iprobe(source=MPI.ANY_SOURCE, tag=TAG_TO_COORDINATOR, status=status):
             source = status.Get_source()
             kind, *payload = self.comm.recv(source=source, tag=TAG_TO_COORDINATOR)
@@ -239,9 +244,7 @@ class _Coordinator:
                 if payload[0]:
                     self.ctx.request_stop()
                 self.active.discard(source)
-            served = True
         self.stats.coordinator_seconds += time.perf_counter() - t0
-        return served
 
     def _answer_held(self) -> None:
         """Send waiting workers their next chunk when they are about to need it.
@@ -252,7 +255,7 @@ class _Coordinator:
         the last points go to whichever rank is free first rather than queue
         behind a slow one. Stopping, or an empty queue, answers at once.
         """
-        endgame = len(self.queue) <= len(self.active) + (1 if self.evaluates else 0)
+        endgame = len(self.queue) <= self._evaluators
         for worker in list(self.held):
             if self.stopping or not self.queue or self.outstanding[worker] <= (0 if endgame else 1):
                 chunk = self._next_chunk()
@@ -263,8 +266,7 @@ class _Coordinator:
     def _next_chunk(self) -> np.ndarray:
         if self.stopping or not self.queue:
             return np.empty(0, dtype=np.int64)
-        evaluators = len(self.active) + (1 if self.evaluates else 0)
-        size = len(self.queue) // (CHUNKS_PER_RANK * max(evaluators, 1))
+        size = len(self.queue) // (CHUNKS_PER_RANK * max(self._evaluators, 1))
         size = min(max(size, 1), MAX_CHUNK, len(self.queue))
         return np.array([self.queue.popleft() for _ in range(size)], dtype=np.int64)
 

@@ -26,9 +26,9 @@ from .data import load_splits
 from .directions import (create_directions, describe_directions, fingerprint, load_directions,
                          save_directions)
 from .distributed import Context, RunStats
-from .errors import LandscapeError
+from .errors import LandscapeError, require_folder
 from .evaluate import PointEvaluator, SplitData, metric_names
-from .networks import load_network
+from .networks import checkpoint_sha256, load_network
 from .store import SurfaceWriter
 
 PRECISION_WARN_GAP = 0.01  # relative loss gap at the centre above which reduced precision is flagged
@@ -42,7 +42,6 @@ class Inputs:
     x: list[torch.Tensor]
     y: list[torch.Tensor] | None
     splits: dict[str, SplitData]
-    checkpoints: dict[str, str]  # flag -> sha256
 
 
 def run_surface(config, comm=None, command_line: list[str] | None = None) -> RunStats:
@@ -59,7 +58,9 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
 
     dir_file, todo = ctx.from_root(prepare)
     with ctx.abort_on_error(), ctx.stop_on_signals():
-        inputs = held["inputs"] if ctx.is_root else _load_inputs(config, dir_file=dir_file)[0]
+        # rank 0 has downloaded the data if it had to: the others only read it
+        inputs = (held["inputs"] if ctx.is_root else
+                  _load_inputs(dataclasses.replace(config, download=False), dir_file=dir_file)[0])
         device = ctx.device()
         evaluator = PointEvaluator(inputs.net, config.dir_type, inputs.x, inputs.y, inputs.splits,
                                    config.loss_name, config.batch_size, device, config.precision,
@@ -89,16 +90,14 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
 
 
 def _load_inputs(config, create_missing: bool = False, dir_file: str | None = None) -> tuple[Inputs, str]:
-    """Model, checkpoints, data and directions; rank 0 creates the direction file if needed."""
+    """θ*, data and directions; rank 0 creates the direction file if needed.
+
+    The other models (``--model_file2``/``3``) are loaded only to create
+    target directions: once the direction file exists they are not needed.
+    """
     if not config.model_file:
         raise LandscapeError("--model_file is required: the checkpoint of the trained network θ*")
-    net, sha = load_network(config.model, config.model_file)
-    checkpoints = {"model_file": sha}
-    others = {}
-    for flag in ("model_file2", "model_file3"):
-        path = getattr(config, flag)
-        if path:
-            others[flag], checkpoints[flag] = load_network(config.model, path)
+    net = load_network(config.model, config.model_file)
     splits = load_splits(config.dataset, config.split_list, config.datapath, config.raw_data,
                          config.data_split, config.seed, config.download)
     dir_file = dir_file or config.resolved_dir_file()
@@ -106,14 +105,14 @@ def _load_inputs(config, create_missing: bool = False, dir_file: str | None = No
     if os.path.exists(dir_file) or not create_missing:
         x, y = load_directions(dir_file, net, config.dir_type, two_d=spec.two_d)
     else:
-        x, y = create_directions(net, spec, others.get("model_file2"), others.get("model_file3"))
-        folder = os.path.dirname(os.path.abspath(dir_file))
-        if not os.path.isdir(folder):
-            raise LandscapeError(f"--dir_file {dir_file}: the folder {folder} does not exist")
+        others = [load_network(config.model, path) if path else None
+                  for path in (config.model_file2, config.model_file3)]
+        x, y = create_directions(net, spec, *others)
+        require_folder(dir_file, f"--dir_file {dir_file}")
         save_directions(dir_file, net, spec, x, y,
                         {"model": config.model, "model_file": config.model_file,
                          "model_file2": config.model_file2 or "", "model_file3": config.model_file3 or ""})
-    return Inputs(net, x, y, splits, checkpoints), dir_file
+    return Inputs(net, x, y, splits), dir_file
 
 
 def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
@@ -125,7 +124,8 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
         "data_split": config.data_split, "loss_name": config.loss_name,
         "precision": config.precision, "bn": config.bn,
         "dataset_size": {k: len(v) for k, v in inputs.splits.items()},
-        **{f"{flag}_sha256": sha for flag, sha in inputs.checkpoints.items()},
+        **{f"{flag}_sha256": checkpoint_sha256(getattr(config, flag))
+           for flag in ("model_file", "model_file2", "model_file3") if getattr(config, flag)},
     }
     if config.data_split > 1:
         identity["data_seed"] = config.seed

@@ -28,9 +28,10 @@ from typing import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import update_bn
 
 from .directions import Direction, model_tensors
-from .errors import LandscapeError
+from .errors import LandscapeError, check_choice
 
 LOSS_NAMES = ("crossentropy", "mse")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -80,12 +81,12 @@ class StackedSplits:
     def __len__(self) -> int:
         return int(self.targets.shape[0])
 
-    def batches(self, batch_size: int, limit: int | None = None
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Fixed-order (inputs, targets, split ids) batches on the device."""
-        end_all = len(self) if limit is None else min(limit, len(self))
-        for start in range(0, end_all, batch_size):
-            end = min(start + batch_size, end_all)
+        """Fixed-order (inputs, targets, split ids) batches on the device, of samples start..stop."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        for start in range(start, stop, batch_size):
+            end = min(start + batch_size, stop)
             yield tuple(t[start:end].to(self.device, non_blocking=True)
                         for t in (self.inputs, self.targets, self.split_ids))
 
@@ -175,9 +176,9 @@ class PointEvaluator:
                  batch_size: int | None = None, device: torch.device | str = "cpu",
                  precision: str = "fp32", compile: bool = False, bn: str = "eval",
                  bn_batch_size: int = 128, channels_last: bool | None = None):
-        _check_choice("--loss_name", loss_name, LOSS_NAMES)
-        _check_choice("--precision", precision, PRECISIONS)
-        _check_choice("--bn", bn, BN_MODES)
+        check_choice("--loss_name", loss_name, LOSS_NAMES)
+        check_choice("--precision", precision, PRECISIONS)
+        check_choice("--bn", bn, BN_MODES)
         if batch_size is not None and batch_size < 1:
             raise LandscapeError(f"--batch_size must be positive, got {batch_size}")
         if bn == "recompute" and "train" not in splits:
@@ -198,16 +199,16 @@ class PointEvaluator:
         self.batch_size = batch_size or self._largest_batch(precision, self.forward)
         self.warmup_seconds = 0.0
 
-    @property
-    def metric_names(self) -> list[str]:
-        return metric_names(self.data.names)
-
     def __call__(self, alpha: float, beta: float = 0.0) -> dict[str, float]:
         """Metrics at θ* + α·δ + β·η."""
+        self._move_to(alpha, beta)
+        return self._evaluate(self.precision, self.forward, self.batch_size)
+
+    def _move_to(self, alpha: float, beta: float) -> None:
+        """Set the model to θ* + α·δ + β·η, and with ``bn="recompute"`` its BatchNorm statistics too."""
         self.flat.set(alpha, self.dx, beta, self.dy)
         if self.bn == "recompute":
             self._recompute_batchnorm()
-        return self._evaluate(self.precision, self.forward, self.batch_size)
 
     def warm_up(self) -> float:
         """Run one point so compilation and allocator warm-up are not charged to the grid."""
@@ -223,9 +224,7 @@ class PointEvaluator:
         point) with a batch of its own: fp32 activations are twice as large, so
         the reduced precision's largest batch may not fit.
         """
-        self.flat.set(0.0, self.dx, 0.0, self.dy)
-        if self.bn == "recompute":
-            self._recompute_batchnorm()
+        self._move_to(0.0, 0.0)
         fp32_batch = self.fixed_batch_size or self._largest_batch("fp32", self.net)
         reference = self._evaluate("fp32", self.net, fp32_batch)
         reduced = self._evaluate(self.precision, self.forward, self.batch_size)
@@ -250,27 +249,11 @@ class PointEvaluator:
             values[f"{name}_acc"] = 100.0 * correct[i] / n
         return values
 
-    @torch.no_grad()
     def _recompute_batchnorm(self) -> None:
         """Running statistics of every BatchNorm re-estimated on the train split (cumulative mean)."""
-        norms = [m for m in self.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        if not norms:
-            return
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None
         start, end = self.data.split("train")
-        self.net.train()
-        try:
-            with self._autocast(self.precision):
-                for batch_start in range(start, end, self.bn_batch_size):
-                    stop = min(batch_start + self.bn_batch_size, end)
-                    self.net(self.data.inputs[batch_start:stop].to(self.device, non_blocking=True))
-        finally:
-            self.net.eval()
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
+        with self._autocast(self.precision):
+            update_bn(self.data.batches(self.bn_batch_size, start, end), self.net)
 
     def _autocast(self, precision: str):
         dtype = PRECISIONS[precision]
@@ -292,7 +275,7 @@ class PointEvaluator:
 
         def forward_fits(batch: int) -> None:
             with torch.inference_mode(), self._autocast(precision):
-                for inputs, _, _ in self.data.batches(batch, limit=batch):
+                for inputs, _, _ in self.data.batches(batch, stop=batch):
                     forward(inputs)
             torch.cuda.synchronize(self.device)
 
@@ -319,11 +302,6 @@ def largest_fitting_batch(try_batch, start: int, release=lambda: None) -> int:
                 raise LandscapeError("the network does not fit in GPU memory even with a batch of 1 "
                                      "sample: use a larger GPU, or the CPU (CUDA_VISIBLE_DEVICES=)") from None
             batch //= 2
-
-
-def _check_choice(flag: str, value: str, choices) -> None:
-    if value not in choices:
-        raise LandscapeError(f"{flag} {value!r}: choose one of {', '.join(choices)}")
 
 
 def metric_names(splits) -> list[str]:

@@ -21,10 +21,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from .cli import exit_on_user_error, parse_config
-from .distributed import catch_stop_signals
 from .errors import LandscapeError
-from .surface import EXIT_STOPPED, SurfaceConfig, build_parser as build_surface_parser, run
+from .surface import SurfaceConfig, build_parser as build_surface_parser, run_command
 
 DEFAULTS = {"dir_type": "states", "x": "-0.5:1.5:401", "splits": "train,test",
             "xnorm": "none", "ynorm": "none", "xignore": "none", "yignore": "none"}
@@ -55,13 +53,7 @@ def interpolation_config(config: SurfaceConfig) -> SurfaceConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags and run the interpolation as a surface."""
-    argv = sys.argv[1:] if argv is None else argv
-    config = parse_config(build_parser(), SurfaceConfig, argv)
-    catch_stop_signals()
-    with exit_on_user_error():
-        stats = run(interpolation_config(config),
-                    command_line=["python", "-m", "mpi_landscape.interpolate", *argv])
-    return EXIT_STOPPED if stats.stopped_early else 0
+    return run_command("mpi_landscape.interpolate", build_parser(), argv, adapt=interpolation_config)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,14 @@ def load_weights(net: torch.nn.Module, path: str) -> dict:
         return models.load_checkpoint(net, path)
 
 
-def load_network(spec: str, path: str) -> tuple[torch.nn.Module, str]:
-    """``spec`` built and filled from ``path`` in float32, with the checkpoint's sha256."""
+def load_network(spec: str, path: str) -> torch.nn.Module:
+    """``spec`` built and filled from ``path``, in float32."""
     net = build_network(spec)
     load_weights(net, path)
-    return net.float(), models.checkpoint_sha256(path)
+    return net.float()
+
+
+def checkpoint_sha256(path: str) -> str:
+    """The sha256 of the checkpoint file at ``path``: which file a surface was computed from."""
+    with _as_user_error():
+        return models.checkpoint_sha256(path)

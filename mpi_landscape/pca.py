@@ -54,10 +54,10 @@ def principal_components(matrix: np.ndarray, k: int = 2) -> Components:
             f"PCA of {k} components needs at least {k + 1} checkpoints, got {n_rows}; "
             f"save more epochs or lower --save_epoch"
         )
-    mean = _column_mean(matrix)
     gram = np.zeros((n_rows, n_rows))
     for block in _column_blocks(n_rows, n_columns):
-        centred = matrix[:, block].astype(np.float64) - mean[block]
+        centred = matrix[:, block].astype(np.float64)
+        centred -= centred.mean(axis=0)
         gram += centred @ centred.T
     eigenvalues, eigenvectors = np.linalg.eigh(gram)
     top = np.argsort(eigenvalues)[::-1][:k]
@@ -71,7 +71,8 @@ def principal_components(matrix: np.ndarray, k: int = 2) -> Components:
     singular = np.sqrt(variances)
     vectors = np.empty((k, n_columns))
     for block in _column_blocks(n_rows, n_columns):
-        centred = matrix[:, block].astype(np.float64) - mean[block]
+        centred = matrix[:, block].astype(np.float64)
+        centred -= centred.mean(axis=0)
         vectors[:, block] = (u.T @ centred) / singular[:, None]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # round-off only
     signs = np.sign(vectors[np.arange(k), np.argmax(np.abs(vectors), axis=1)])
@@ -104,14 +105,6 @@ def project(matrix: np.ndarray, dx: np.ndarray, dy: np.ndarray,
             raise LandscapeError("the two directions are parallel: a least-squares projection is undefined")
         coords = np.linalg.solve(gram, dots.T).T
     return coords[:, 0], coords[:, 1]
-
-
-def _column_mean(matrix: np.ndarray) -> np.ndarray:
-    """Mean of each column in float64, read block by block."""
-    mean = np.empty(matrix.shape[1])
-    for block in _column_blocks(*matrix.shape):
-        mean[block] = matrix[:, block].mean(axis=0, dtype=np.float64)
-    return mean
 
 
 def _column_blocks(n_rows: int, n_columns: int) -> list[slice]:

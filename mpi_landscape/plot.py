@@ -16,7 +16,6 @@ printed, one per line.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -25,9 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from . import __version__
-from .cli import add_flag, exit_on_user_error, new_parser
-from .errors import LandscapeError
+from .cli import add_flag, config_from, exit_on_user_error, new_parser
+from .errors import LandscapeError, require_folder
 from .plot_data import (default_prefix, explained_variance, figure_title, legend_label,
                         metric_values)
 from .plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_compare,
@@ -110,7 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
              help="one panel per 2D file side by side, on a shared colour scale")
     add_flag(p, "--watch", type=float, metavar="SECONDS",
              help="redraw every SECONDS until every file is complete (0: draw once)")
-    p.add_argument("--version", action="version", version=f"mpi_landscape {__version__}")
     return p
 
 
@@ -121,8 +118,7 @@ def parse_plot_config(argv: list[str]) -> PlotConfig:
     files = tuple(namespace.pop("surf_files", ())) + tuple(namespace.pop("extra_files", ()))
     if not files:
         parser.error("give at least one surface file")
-    fields = {f.name for f in dataclasses.fields(PlotConfig)}
-    return PlotConfig(**{k: v for k, v in namespace.items() if k in fields}, surf_files=files)
+    return config_from(PlotConfig, {**namespace, "surf_files": files})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,9 +218,7 @@ def _draw_compare(config: PlotConfig, loaded: list[tuple[str, Surface]],
 
 def save(fig: Figure, stem: str, formats: list[str], dpi: int) -> list[str]:
     """Write ``fig`` as ``stem.<format>`` for each format; returns the paths."""
-    folder = os.path.dirname(os.path.abspath(stem))
-    if not os.path.isdir(folder):
-        raise LandscapeError(f"cannot write {stem}.*: the folder {folder} does not exist")
+    require_folder(stem, f"cannot write {stem}.*")
     paths = [f"{stem}.{fmt}" for fmt in formats]
     for path in paths:
         fig.savefig(path, dpi=dpi)

@@ -33,7 +33,7 @@ from typing import Iterable, Mapping
 import h5py
 import numpy as np
 
-from .errors import LandscapeError
+from .errors import LandscapeError, require_folder
 
 DIRECTION_GROUPS = ("xdirection", "ydirection")
 IDENTITY_ATTR = "identity"
@@ -191,9 +191,7 @@ class SurfaceWriter:
         """
         metric_names = list(metric_names)
         shape = (len(y), len(x)) if y is not None else (len(x),)
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise LandscapeError(f"--surf_file {path}: the folder {folder} does not exist")
+        require_folder(path, f"--surf_file {path}")
         attrs = dict(attrs or {})
         attrs[IDENTITY_ATTR] = dict(identity)
         if os.path.exists(path):

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
-from . import __version__
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
 from .distributed import catch_stop_signals
 from .directions import DIR_TYPES, IGNORES, NORMS, DirectionSpec, default_dir_file
@@ -141,17 +141,27 @@ def build_parser() -> argparse.ArgumentParser:
     for legacy in ("--ngpu", "--threads"):
         add_flag(p, legacy, type=int, help="accepted for old command lines; ignored (one GPU per rank, "
                                            "no data-loading threads)")
-    p.add_argument("--version", action="version", version=f"mpi_landscape {__version__}")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags, run, and turn a user error into one line and a non-zero exit."""
+    return run_command("mpi_landscape.surface", build_parser(), argv)
+
+
+def run_command(module: str, parser: argparse.ArgumentParser, argv: list[str] | None,
+                adapt: Callable[[SurfaceConfig], SurfaceConfig] = lambda config: config) -> int:
+    """Run the surface command line ``argv`` of ``python -m module``; its exit status.
+
+    ``adapt`` turns the parsed config into the one to run (a LandscapeError it
+    raises is a user error like any other). The status is 0 when the run
+    ended, EXIT_STOPPED when a signal stopped it, 2 for a user error.
+    """
     argv = sys.argv[1:] if argv is None else argv
-    config = parse_config(build_parser(), SurfaceConfig, argv)
+    config = parse_config(parser, SurfaceConfig, argv)
     catch_stop_signals()
     with exit_on_user_error():
-        stats = run(config, command_line=["python", "-m", "mpi_landscape.surface", *argv])
+        stats = run(adapt(config), command_line=["python", "-m", module, *argv])
     return EXIT_STOPPED if stats.stopped_early else 0
 
 

@@ -37,10 +37,9 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorData
 
 import models
 
-from . import __version__
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
-from .data import CIFAR10_MEAN, CIFAR10_STD, load_splits, local_cifar10
-from .errors import LandscapeError
+from .data import CIFAR10_MEAN, CIFAR10_STD, cifar_inputs, load_splits, local_cifar10
+from .errors import LandscapeError, check_choice
 from .evaluate import LOSS_NAMES, SplitData, per_sample_loss
 from .networks import build_network, load_weights
 
@@ -50,7 +49,6 @@ LOG_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"
 LOG_FILE = "log.csv"
 PLOT_FILE = "log.png"
 EVAL_BATCH_SIZE = 1024
-_MODEL_FILE = re.compile(r"model_(\d+)\.t7")
 
 
 @dataclass(frozen=True)
@@ -100,10 +98,9 @@ class TrainConfig:
                 raise LandscapeError(f"{flag} must be positive, got {value}")
         if self.epochs < 0 or self.num_workers < 0:
             raise LandscapeError("--epochs and --num_workers may not be negative")
-        for flag, value, choices in (("--optimizer", self.optimizer, OPTIMIZERS), ("--init", self.init, INITS),
-                                     ("--loss_name", self.loss_name, LOSS_NAMES)):
-            if value not in choices:
-                raise LandscapeError(f"{flag} {value!r}: choose one of {', '.join(choices)}")
+        check_choice("--optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("--init", self.init, INITS)
+        check_choice("--loss_name", self.loss_name, LOSS_NAMES)
         if self.resume_epoch is not None and not 0 <= self.resume_epoch <= self.epochs:
             raise LandscapeError(f"--resume_epoch {self.resume_epoch} is not between 0 and --epochs {self.epochs}")
         parse_milestones(self.lr_milestones)
@@ -140,13 +137,12 @@ def build_optimizer(net: nn.Module, config: TrainConfig) -> tuple[torch.optim.Op
     SGD is Nesterov's with ``--momentum`` and Adam is plain Adam, both with
     ``--weight_decay`` as an L2 term on every parameter, as the reference had.
     """
+    check_choice("--optimizer", config.optimizer, OPTIMIZERS)
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay, nesterov=config.momentum > 0)
-    elif config.optimizer == "adam":
-        optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     else:
-        raise LandscapeError(f"--optimizer {config.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return optimizer, Schedule(config.lr, config.lr_decay, config.milestones)
 
 
@@ -165,11 +161,12 @@ def opt_state_path(save_dir: str, epoch: int) -> str:
     return os.path.join(save_dir, f"opt_state_{epoch}.t7")
 
 
-def saved_epochs(save_dir: str) -> list[int]:
-    """Epochs with a ``model_{epoch}.t7`` in ``save_dir``, ascending (empty if there is none)."""
+def saved_epochs(save_dir: str, prefix: str = "model_", suffix: str = ".t7") -> list[int]:
+    """Epochs with a ``{prefix}{epoch}{suffix}`` file in ``save_dir``, ascending (empty if there is none)."""
     if not os.path.isdir(save_dir):
         return []
-    found = (_MODEL_FILE.fullmatch(name) for name in os.listdir(save_dir))
+    pattern = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix))
+    found = (pattern.fullmatch(name) for name in os.listdir(save_dir))
     return sorted(int(m.group(1)) for m in found if m)
 
 
@@ -346,7 +343,9 @@ class _TrainingData:
         """The training split under the evaluation transform (for the epoch-0 row)."""
         if self._train is not None:
             return self._train
-        return load_splits("cifar10", ["train"], self._config.datapath, self._config.raw_data)["train"]
+        dataset = self.loader.dataset  # its transform augments per item; .data and .targets are the raw split
+        return SplitData(cifar_inputs(dataset.data, self._config.raw_data),
+                         torch.tensor(dataset.targets, dtype=torch.int64))
 
 
 def _augmented_cifar10(config: TrainConfig):
@@ -501,13 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the initialisation, augmentation and shuffling")
     add_flag(p, "--init", choices=INITS, help="reference: the paper's trainer's initialisation; model: the factory's")
     add_flag(p, "--num_workers", type=int, help="data loading processes for CIFAR-10")
-    p.add_argument("--version", action="version", version=f"mpi_landscape {__version__}")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags and train; a user error becomes one line and exit status 2."""
-    argv = sys.argv[1:] if argv is None else argv
     config = parse_config(build_parser(), TrainConfig, argv)
     with exit_on_user_error():
         save_dir = train(config)

@@ -27,7 +27,6 @@ overwritten.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from dataclasses import dataclass
 
@@ -36,10 +35,10 @@ import torch
 
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
 from .directions import DIR_TYPES, IGNORES, DirectionSpec, fingerprint, load_directions, model_tensors, save_directions
-from .errors import LandscapeError
+from .errors import LandscapeError, require_folder
 from .pca import PROJECTIONS, principal_components, project
 from .networks import build_network, load_weights
-from .train import LOG_FILE, lr_drops, read_log
+from .train import LOG_FILE, lr_drops, read_log, saved_epochs
 from .store import read_directions, read_projection, write_projection
 
 
@@ -85,10 +84,11 @@ class Checkpoint:
 
 @dataclass
 class TrajectoryResult:
-    """What a run produced: the two files and the path's coordinates in the PCA plane."""
+    """What a run produced: the two files, the final checkpoint θ_n and the path's coordinates in the PCA plane."""
 
     dir_file: str
     proj_file: str
+    model_file: str  # the last checkpoint of the series, the model the directions start from
     epochs: np.ndarray
     xcoord: np.ndarray
     ycoord: np.ndarray
@@ -104,12 +104,11 @@ def checkpoint_series(folder: str, start_epoch: int = 0, max_epoch: int | None =
         raise LandscapeError(f"--save_epoch must be >= 1 and --start_epoch >= 0 "
                              f"(got {save_epoch} and {start_epoch})")
     if max_epoch is None:
-        pattern = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix) + "$")
-        found = [int(m.group(1)) for m in map(pattern.match, os.listdir(folder)) if m]
+        found = saved_epochs(folder, prefix, suffix)
         if not found:
             raise LandscapeError(f"no checkpoints named {prefix}<epoch>{suffix} in {folder}; "
                                  f"check --model_folder, --prefix and --suffix")
-        max_epoch = max(found)
+        max_epoch = found[-1]
     epochs = list(range(start_epoch, max_epoch + 1, save_epoch))
     if not epochs or epochs[-1] != max_epoch:
         epochs.append(max_epoch)
@@ -207,14 +206,14 @@ def run(config: TrajectoryConfig) -> TrajectoryResult:
     dir_file, proj_file = config.resolved_dir_file(), config.resolved_proj_file()
     for flag, given in (("--dir_file", config.dir_file), ("--proj_file", config.proj_file)):
         if given:
-            _require_folder(given, flag)
+            require_folder(given, f"{flag} {given}")
     directions = _existing_directions(dir_file, net, config.dir_type, epochs, config.ignore)
     matrix, ratio = None, None
     if directions is None:
         matrix = trajectory_matrix(net, series, layout)
         directions, ratio = _pca_directions(matrix, layout, dir_file, config, net, series)
     if os.path.exists(proj_file):
-        return _existing_projection(proj_file, dir_file, directions, epochs, config.projection, ratio)
+        return _existing_projection(proj_file, dir_file, series[-1].path, directions, epochs, config.projection, ratio)
     if matrix is None:
         matrix = trajectory_matrix(net, series, layout)
     xcoord, ycoord = project(matrix, layout.flatten(directions[0]), layout.flatten(directions[1]),
@@ -224,7 +223,7 @@ def run(config: TrajectoryConfig) -> TrajectoryResult:
         "ignore": config.ignore, "model": config.model, "model_folder": config.model_folder,
         "model_files": [c.path for c in series], "directions_sha256": fingerprint(*directions),
     })
-    return TrajectoryResult(dir_file, proj_file, epochs, xcoord, ycoord, ratio)
+    return TrajectoryResult(dir_file, proj_file, series[-1].path, epochs, xcoord, ycoord, ratio)
 
 
 def _existing_directions(dir_file: str, net: torch.nn.Module, dir_type: str, epochs: np.ndarray,
@@ -247,7 +246,7 @@ def _existing_directions(dir_file: str, net: torch.nn.Module, dir_type: str, epo
     return load_directions(dir_file, net, dir_type, two_d=True)
 
 
-def _existing_projection(proj_file: str, dir_file: str, directions, epochs: np.ndarray,
+def _existing_projection(proj_file: str, dir_file: str, model_file: str, directions, epochs: np.ndarray,
                          projection: str, ratio: np.ndarray | None) -> TrajectoryResult:
     """Reuse a projection file that was made from these directions, epochs and projection."""
     existing = read_projection(proj_file)
@@ -259,7 +258,8 @@ def _existing_projection(proj_file: str, dir_file: str, directions, epochs: np.n
             f"{proj_file} holds a projection of other checkpoints, directions or --projection; "
             f"pass another --proj_file, or delete it to recompute"
         )
-    return TrajectoryResult(dir_file, proj_file, existing.epochs, existing.xcoord, existing.ycoord, ratio)
+    return TrajectoryResult(dir_file, proj_file, model_file, existing.epochs, existing.xcoord, existing.ycoord,
+                            ratio)
 
 
 def _pca_directions(matrix: np.ndarray, layout: TensorLayout, dir_file: str, config: TrajectoryConfig,
@@ -279,12 +279,6 @@ def _pca_directions(matrix: np.ndarray, layout: TensorLayout, dir_file: str, con
         "explained_variance_": components.explained_variance,
     })
     return directions, components.explained_variance_ratio
-
-
-def _require_folder(path: str, flag: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise LandscapeError(f"{flag} {path}: the folder {folder} does not exist")
 
 
 def _epochs_text(epochs) -> str:
@@ -325,7 +319,6 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags, run, print where the files are and how to compute the surface."""
-    argv = sys.argv[1:] if argv is None else argv
     config = parse_config(build_parser(), TrajectoryConfig, argv)
     with exit_on_user_error():
         result = run(config)
@@ -334,9 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"explained variance ratio of the two PCA directions: {ratios}")
     print(f"direction file: {result.dir_file}")
     print(f"projection file: {result.proj_file} ({len(result.epochs)} checkpoints)")
-    final = os.path.join(config.model_folder, f"{config.prefix}{result.epochs[-1]}{config.suffix}")
     print("surface along these directions:\n"
-          f"  mpirun -n 4 python -m mpi_landscape.surface --model {config.model} --model_file {final} "
+          f"  mpirun -n 4 python -m mpi_landscape.surface --model {config.model} --model_file {result.model_file} "
           f"--dir_type {config.dir_type} --dir_file {result.dir_file} "
           f"--x={covering_axis(result.xcoord)} --y={covering_axis(result.ycoord)}")
     return 0

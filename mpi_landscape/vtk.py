@@ -14,13 +14,11 @@ with them in ParaView.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from dataclasses import dataclass
 
-from . import __version__
-from .cli import add_flag, exit_on_user_error, new_parser
+from .cli import add_flag, config_from, exit_on_user_error, new_parser
 from .errors import LandscapeError
 from .plot_data import default_prefix, done_text, metric_label
 from .store import read_projection, read_surface
@@ -73,7 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--flat", action="store_true",
              help="all points at z = 0, for ParaView's Warp By Scalar on any array")
     add_flag(p, "--png", help="also render the surface (and trajectory) off-screen to this PNG")
-    p.add_argument("--version", action="version", version=f"mpi_landscape {__version__}")
     return p
 
 
@@ -85,8 +82,7 @@ def parse_vtk_config(argv: list[str]) -> VtkConfig:
     if len(given) != 1:
         parser.error("give exactly one surface file (FILE or --surf_file)")
     namespace["surf_file"] = given[0]
-    fields = {f.name for f in dataclasses.fields(VtkConfig)}
-    return VtkConfig(**{k: v for k, v in namespace.items() if k in fields})
+    return config_from(VtkConfig, namespace)
 
 
 def main(argv: list[str] | None = None) -> int:

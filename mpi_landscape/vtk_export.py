@@ -17,7 +17,6 @@ entry point must never stand in for the real library.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -26,7 +25,7 @@ from vtkmodules.vtkCommonCore import vtkPoints
 from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData, vtkStructuredGrid
 from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter, vtkXMLStructuredGridWriter
 
-from .errors import LandscapeError
+from .errors import LandscapeError, require_folder
 from .plot_data import done_text, metric_values
 from .plot_grid import is_regular, resample_bicubic, sample_bilinear
 from .store import Projection, Surface
@@ -165,9 +164,7 @@ def trajectory_polydata(grid: SurfaceGrid, projection: Projection, flat: bool = 
 
 def write(dataset: vtkPolyData | vtkStructuredGrid, path: str) -> str:
     """Write a dataset with VTK's XML writer for its type (binary, zlib-compressed)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise LandscapeError(f"cannot write {path}: the folder {folder} does not exist")
+    require_folder(path, f"cannot write {path}")
     writer = vtkXMLPolyDataWriter() if isinstance(dataset, vtkPolyData) else vtkXMLStructuredGridWriter()
     writer.SetFileName(path)
     writer.SetInputData(dataset)
