@@ -1,4 +1,4 @@
-"""Fixtures shared by the suite: a trained demo checkpoint, mpirun, and the command runner."""
+"""Fixtures shared by the suite: a trained demo checkpoint, mpirun, the command runner, and a slow model."""
 
 from __future__ import annotations
 
@@ -57,6 +57,33 @@ def train_demo_net(seed: int = 0, steps: int = 150):
     return net.eval()
 
 
+def demo_net(path) -> torch.nn.Module:
+    """demo_mlp with the weights of the checkpoint at ``path``."""
+    import models
+
+    net = models.build_model("demo_mlp")
+    models.load_checkpoint(net, path)
+    return net
+
+
+def demo_state(path) -> dict[str, torch.Tensor]:
+    """The state dict of the demo_mlp checkpoint at ``path``."""
+    return demo_net(path).state_dict()
+
+
+def demo_loss(state: dict[str, torch.Tensor], split: str) -> float:
+    """Mean cross-entropy of demo_mlp with ``state`` over the whole demo split, in eval mode,
+    computed directly rather than through the library's evaluator."""
+    import models
+    from mpi_landscape.data import demo_split
+
+    net = models.build_model("demo_mlp")
+    net.load_state_dict(state)
+    data = demo_split(split)
+    with torch.no_grad():
+        return torch.nn.functional.cross_entropy(net.eval()(data.inputs), data.targets).item()
+
+
 @pytest.fixture(scope="session")
 def demo_checkpoint(tmp_path_factory) -> str:
     """A reference-layout .t7 of a briefly trained demo_mlp."""
@@ -76,6 +103,35 @@ def demo_run(tmp_path_factory, demo_checkpoint) -> str:
                         "--splits", "train,test", "--surf_file", "demo.h5", cwd=folder)
     assert result.returncode == 0, result.stderr
     return str(folder / "demo.h5")
+
+
+SLOW_MODEL = '''\
+"""demo_mlp whose forward pass sleeps SLOW_SECONDS (0.03 unless set), so that a job can be
+caught while it runs, and raises on the rank named by FAIL_ON_RANK."""
+import os
+import time
+
+import models
+
+
+class Slow(models.build_model("demo_mlp").__class__):
+    def forward(self, x):
+        time.sleep(float(os.environ.get("SLOW_SECONDS", "0.03")))
+        if os.environ.get("FAIL_ON_RANK") == os.environ.get("PMI_RANK", "0"):
+            raise RuntimeError("deliberate failure in forward on rank " + os.environ["FAIL_ON_RANK"])
+        return super().forward(x)
+
+
+def build():
+    return Slow(*models.build_model("demo_mlp"))
+'''
+
+
+@pytest.fixture
+def slow_model(tmp_path) -> str:
+    """The --model of SLOW_MODEL, written as slowmod.py into the test's tmp_path (run jobs there)."""
+    (tmp_path / "slowmod.py").write_text(SLOW_MODEL)
+    return "slowmod:build"
 
 
 @pytest.fixture(autouse=True)

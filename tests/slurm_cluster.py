@@ -21,7 +21,7 @@ Inside a job, MPI programs start either with ``srun --mpi=pmi2 PYTHON prog.py``
 settings) or with ``MPIRUN -n $SLURM_NTASKS PYTHON prog.py`` (Hydra detects the
 allocation and starts one proxy per node through ``srun``).  ``SlurmInfo``
 carries the absolute paths of the interpreter running the tests and of the
-``mpirun`` next to it.
+``mpirun`` the commands use (``mpi_landscape.demo.find_mpirun``: next to it, else on PATH).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
+
+from mpi_landscape.demo import find_mpirun
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SLURM_SH = REPO_ROOT / ".ci" / "slurm.sh"
@@ -138,9 +140,6 @@ def _info(conf: str, state_dir: str) -> SlurmInfo | None:
     if state.lower() not in _READY_STATES:  # "idle*" = not responding
         return None
     bin_dir = os.path.dirname(sys.executable)
-    mpirun = os.path.join(bin_dir, "mpirun")
-    if not os.access(mpirun, os.X_OK):
-        mpirun = shutil.which("mpirun")
     return SlurmInfo(
         conf=conf,
         state_dir=state_dir,
@@ -149,7 +148,7 @@ def _info(conf: str, state_dir: str) -> SlurmInfo | None:
         cpus=cpus,
         bin_dir=bin_dir,
         python=sys.executable,
-        mpirun=mpirun,
+        mpirun=find_mpirun(),
         env=_base_env(conf),
     )
 

@@ -1,20 +1,18 @@
 """The interpolation command: real ``mpirun -n 2`` jobs between briefly trained demo networks.
 
 The ends of the line must be the models themselves: the values at α = 0 and
-α = 1 are compared with each checkpoint's loss computed here directly (mean
-cross-entropy over the split, eval mode), not through the library's evaluator.
+α = 1 are compared with each checkpoint's loss computed directly (conftest's
+``demo_loss``: mean cross-entropy over the split, eval mode), not through the
+library's evaluator.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 import models
-from conftest import run_module, train_demo_net
-from mpi_landscape.data import demo_split
+from conftest import demo_loss, demo_state, run_module, train_demo_net
 from mpi_landscape.errors import LandscapeError
 from mpi_landscape.cli import parse_config
 from mpi_landscape.interpolate import build_parser, interpolation_config, main
@@ -37,21 +35,6 @@ def three_models(tmp_path_factory) -> list[str]:
     return paths
 
 
-def direct_loss(state: dict[str, torch.Tensor], split: str) -> float:
-    """Mean cross-entropy of demo_mlp with ``state`` over the whole split, in eval mode."""
-    net = models.build_model("demo_mlp")
-    net.load_state_dict(state)
-    data = demo_split(split)
-    with torch.no_grad():
-        return F.cross_entropy(net.eval()(data.inputs), data.targets).item()
-
-
-def state_of(path: str) -> dict[str, torch.Tensor]:
-    net = models.build_model("demo_mlp")
-    models.load_checkpoint(net, path)
-    return net.state_dict()
-
-
 def interpolate(tmp_path, *args: str):
     surf = tmp_path / "line.h5"
     proc = run_module("mpi_landscape.interpolate", *DEMO, *args, "--surf_file", str(surf),
@@ -66,8 +49,8 @@ def test_states_line_ends_are_the_two_models(three_models, tmp_path):
     assert surface.done.all() and surface.x[2] == 0.0 and surface.x[6] == 1.0
     for split in ("train", "test"):  # --splits train,test is the default here
         loss = surface.metrics[f"{split}_loss"]
-        assert loss[2] == pytest.approx(direct_loss(state_of(a), split), rel=1e-5)
-        assert loss[6] == pytest.approx(direct_loss(state_of(b), split), rel=1e-5)
+        assert loss[2] == pytest.approx(demo_loss(demo_state(a), split), rel=1e-5)
+        assert loss[6] == pytest.approx(demo_loss(demo_state(b), split), rel=1e-5)
         assert loss[4] > 1.05 * min(loss[2], loss[6])  # a barrier between two separately trained nets
     directions = read_directions(str(tmp_path / "dir.h5"))
     assert directions.attrs["dir_type"] == "states" and directions.y is None
@@ -81,10 +64,10 @@ def test_weights_line_keeps_the_first_models_batchnorm_statistics(three_models, 
                              "--dir_type", "weights", "--splits", "train")
     loss = surface.metrics["train_loss"]
     hybrid = {k: (v if k.endswith(("running_mean", "running_var", "num_batches_tracked"))
-                  else state_of(b)[k]) for k, v in state_of(a).items()}
-    assert loss[2] == pytest.approx(direct_loss(state_of(a), "train"), rel=1e-5)
-    assert loss[6] == pytest.approx(direct_loss(hybrid, "train"), rel=1e-5)
-    assert abs(loss[6] - direct_loss(state_of(b), "train")) > 1e-3
+                  else demo_state(b)[k]) for k, v in demo_state(a).items()}
+    assert loss[2] == pytest.approx(demo_loss(demo_state(a), "train"), rel=1e-5)
+    assert loss[6] == pytest.approx(demo_loss(hybrid, "train"), rel=1e-5)
+    assert abs(loss[6] - demo_loss(demo_state(b), "train")) > 1e-3
 
 
 def test_plane_through_three_models_and_resume(three_models, tmp_path):
@@ -93,9 +76,9 @@ def test_plane_through_three_models_and_resume(three_models, tmp_path):
     surface, _ = interpolate(tmp_path, *args)
     loss = surface.metrics["test_loss"]  # loss[iy, ix]; --y defaults to --x
     assert loss.shape == (2, 2) and surface.done.all()
-    assert loss[0, 0] == pytest.approx(direct_loss(state_of(a), "test"), rel=1e-5)
-    assert loss[0, 1] == pytest.approx(direct_loss(state_of(b), "test"), rel=1e-5)
-    assert loss[1, 0] == pytest.approx(direct_loss(state_of(c), "test"), rel=1e-5)
+    assert loss[0, 0] == pytest.approx(demo_loss(demo_state(a), "test"), rel=1e-5)
+    assert loss[0, 1] == pytest.approx(demo_loss(demo_state(b), "test"), rel=1e-5)
+    assert loss[1, 0] == pytest.approx(demo_loss(demo_state(c), "test"), rel=1e-5)
     again, proc = interpolate(tmp_path, *args)  # the same command again computes nothing
     assert "surface: 0 points" in proc.stdout
     np.testing.assert_array_equal(again.metrics["test_loss"], loss)

@@ -26,13 +26,10 @@ import pytest
 import torch
 
 import models
-from conftest import run_module
-from mpi_landscape.data import demo_split
+from conftest import demo_loss, demo_net, demo_state, run_module
 from mpi_landscape.errors import LandscapeError
 from mpi_landscape.store import read_surface
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slurm_cluster import SlurmInfo, require_slurm, sbatch_wait  # noqa: E402
+from slurm_cluster import SlurmInfo, require_slurm, sbatch_wait
 
 LAUNCH = Path(__file__).resolve().parent.parent / "launch"
 NTASKS = 2
@@ -45,25 +42,7 @@ KNOBS = ("MODEL", "MODEL_FILE", "MODEL_FILE2", "MODEL_FILE3", "DATASET", "DATAPA
          "DIR_TYPE", "XNORM", "YNORM", "XIGNORE", "YIGNORE", "DIR_FILE", "SURF_FILE", "EXTRA_ARGS",
          "SITE_SETUP", "PYTHON", "SRUN_MPI", "MPIRUN", "MPIRUN_ARGS", "REQUEUE", "MAX_REQUEUES",
          "NP", "OPTIMIZER", "LR", "BATCH_SIZE", "WEIGHT_DECAY", "EPOCHS", "SAVE_EPOCH", "SAVE_DIR",
-         "NUM_WORKERS", "SLOW_SECONDS")
-
-SLOW_MODEL = '''\
-"""demo_mlp whose forward pass sleeps, so that a job can be caught while it runs."""
-import os
-import time
-
-import models
-
-
-class Slow(models.build_model("demo_mlp").__class__):
-    def forward(self, x):
-        time.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
-        return super().forward(x)
-
-
-def build():
-    return Slow(*models.build_model("demo_mlp"))
-'''
+         "NUM_WORKERS", "SLOW_SECONDS", "FAIL_ON_RANK")
 
 
 # ---------------------------------------------------------------- helpers
@@ -200,12 +179,6 @@ def job_name(slurm):
     subprocess.run(["scancel", "--name", name], env=slurm.env, capture_output=True, timeout=30)
 
 
-@pytest.fixture
-def slow_model(tmp_path):
-    (tmp_path / "slowmod.py").write_text(SLOW_MODEL)
-    return "slowmod:build"
-
-
 def surface_env(base, reference, surf_file, **knobs):
     """The demo surface, with the reference's checkpoint and direction file."""
     workload = {"MODEL": "demo_mlp", "DATASET": "demo", "MODEL_FILE": reference["checkpoint"],
@@ -260,13 +233,9 @@ def test_interpolate_job_writes_the_line_between_two_models(slurm, tmp_path, dem
     for name in METRICS:
         assert np.isfinite(s.metrics[name][2:7]).all(), name
     for alpha_index, path in ((2, demo_checkpoint), (6, str(other))):  # α = 0 and α = 1
-        net = models.build_model("demo_mlp")
-        models.load_checkpoint(net, path)
-        net.eval()
+        state = demo_state(path)
         for split in ("train", "test"):
-            data = demo_split(split)
-            with torch.no_grad():
-                loss = torch.nn.functional.cross_entropy(net(data.inputs), data.targets).item()
+            loss = demo_loss(state, split)
             assert s.metrics[f"{split}_loss"][alpha_index] == pytest.approx(loss, rel=1e-4)
     # the trained model is the better end of the line
     assert s.metrics["train_loss"][2] < s.metrics["train_loss"][6]
@@ -286,8 +255,7 @@ def test_train_job_writes_checkpoints_and_a_resubmission_continues(slurm, tmp_pa
     assert rc == 0, f"job {job_id} exited {rc}:\n{output}"
     for epoch in (0, 1, 2):
         assert (save_dir / f"model_{epoch}.t7").is_file() and (save_dir / f"opt_state_{epoch}.t7").is_file()
-    net = models.build_model("demo_mlp")
-    models.load_checkpoint(net, save_dir / "model_2.t7")
+    demo_net(save_dir / "model_2.t7")  # the last checkpoint loads
     with open(save_dir / "log.csv") as f:
         first = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in first] == [0, 1, 2]

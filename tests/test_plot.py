@@ -24,45 +24,8 @@ from mpi_landscape.errors import LandscapeError
 from mpi_landscape.plot_data import (done_text, figure_title, legend_label, locate_dir_file,
                                      read_explained_variance)
 from mpi_landscape.plot_figures import Scale, figure_1d, figure_2d, figure_compare, figure_trajectory
-from mpi_landscape.store import Surface, SurfaceWriter, read_projection, read_surface
-
-DEMO_CONFIG = {"model": "demo_mlp", "model_file": "demo.t7", "xnorm": "filter", "ynorm": "filter",
-               "dir_type": "weights", "loss_name": "crossentropy"}
-
-
-def bowl(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """An asymmetric bowl: Z[iy, ix] = f(x[ix], y[iy]) tells a transposed grid from a right one."""
-    xx, yy = np.meshgrid(x, y)
-    return 0.2 + xx ** 2 + 3 * yy ** 2 + 0.5 * xx
-
-
-def write_surface(path, x, y=None, done=None, metrics=None, config=DEMO_CONFIG, dir_file="dirs.h5"):
-    """A surface file written the way a run writes it; ``done`` (bool, grid shape) marks what is finished."""
-    shape = (len(y), len(x)) if y is not None else (len(x),)
-    if metrics is None:
-        z = bowl(x, y) if y is not None else 0.2 + x ** 2
-        metrics = {"train_loss": z, "train_acc": 100 - 10 * z, "test_loss": 1.1 * z, "test_acc": 95 - 10 * z}
-    done = np.ones(shape, dtype=bool) if done is None else done
-    writer = SurfaceWriter.open(str(path), x, y, dir_file, list(metrics), identity={"model": "test"},
-                                attrs={"config": config}, flush_seconds=3600)
-    for index in np.flatnonzero(done.ravel()):
-        writer.record(int(index), {k: float(v.ravel()[index]) for k, v in metrics.items()})
-    writer.close()
-    return str(path)
-
-
-def write_reference_surface(path, x, y, unfinished=()):
-    """A file as the reference's plot_surface.py leaves it: (nx, ny) arrays in (ny, nx) order, -1 unfinished."""
-    z = bowl(x, y)
-    for iy, ix in unfinished:
-        z[iy, ix] = -1
-    with h5py.File(path, "w") as f:
-        f["dir_file"] = "ref_dirs.h5"
-        f["xcoordinates"] = x
-        f["ycoordinates"] = y
-        f["train_loss"] = z.ravel().reshape(len(x), len(y))
-        f["train_acc"] = np.where(z == -1, -1, 100 - 10 * z).ravel().reshape(len(x), len(y))
-    return str(path)
+from mpi_landscape.store import Surface, read_projection, read_surface
+from surface_files import DEMO_CONFIG, bowl, write_projection, write_reference_surface, write_surface
 
 
 def assert_png(path: str, min_colours: int = 8) -> np.ndarray:
@@ -173,16 +136,6 @@ def test_1d_files_overlaid(tmp_path, capsys):
     assert single == [str(tmp_path / "b_1d_loss_acc.png")]
     legend = legend_label(read_surface(second), second)
     assert legend == "demo_mlp · other.t7 (71% done)"
-
-
-def write_projection(path, x, y, epochs=None, drops=None):
-    with h5py.File(path, "w") as f:
-        f["proj_xcoord"], f["proj_ycoord"] = x, y
-        if epochs is not None:
-            f["epochs"] = epochs
-        if drops is not None:
-            f["lr_drop_epochs"] = drops
-    return str(path)
 
 
 def test_trajectory_on_contours_with_pca_axes_and_lr_drops(tmp_path, capsys, monkeypatch):

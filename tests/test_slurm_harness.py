@@ -4,14 +4,11 @@ scripts use: ``srun --mpi=pmi2`` and ``mpirun`` inside the allocation."""
 from __future__ import annotations
 
 import re
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slurm_cluster import require_slurm, sbatch_wait  # noqa: E402
+from slurm_cluster import require_slurm, sbatch_wait
 
 NTASKS = 2
 

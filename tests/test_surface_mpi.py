@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import textwrap
 import time
 
 import h5py
@@ -14,7 +13,7 @@ import pytest
 import torch
 
 import models
-from conftest import PYTHON, find_mpirun, module_command, run_module
+from conftest import PYTHON, demo_net, find_mpirun, module_command, run_module
 from mpi_landscape import surface
 from mpi_landscape.data import demo_split
 from mpi_landscape.directions import DirectionSpec, load_directions
@@ -61,45 +60,22 @@ def test_same_seed_same_surface_and_files_read_the_reference_way(demo_checkpoint
         dir_file = f["dir_file"][()].decode()
     xx, yy = np.meshgrid(x, y)
     assert z.shape == xx.shape == (3, 6)
-    net = models.build_model("demo_mlp")
-    models.load_checkpoint(net, demo_checkpoint)
+    net = demo_net(demo_checkpoint)
     dx, dy = load_directions(dir_file, net, "weights", two_d=True)
     evaluator = PointEvaluator(net, "weights", dx, dy, {"train": demo_split("train")})
     for iy, ix in [(0, 0), (2, 5), (1, 3), (0, 4)]:
         assert z[iy, ix] == pytest.approx(evaluator(xx[iy, ix], yy[iy, ix])["train_loss"], rel=1e-6)
 
 
-SLOW_MODEL = textwrap.dedent('''
-    """A user's network whose forward pass is slow, so a job can be caught mid-run."""
-    import os
-    import time
-
-    import models
-
-
-    class Slow(models.build_model("demo_mlp").__class__):
-        def forward(self, x):
-            time.sleep(float(os.environ.get("SLOW_SECONDS", "0.03")))
-            if os.environ.get("FAIL_ON_RANK") == os.environ.get("PMI_RANK", "0"):
-                raise RuntimeError("deliberate failure in forward on rank " + os.environ["FAIL_ON_RANK"])
-            return super().forward(x)
-
-
-    def build():
-        net = Slow(*models.build_model("demo_mlp"))
-        return net
-''')
-
-
 @pytest.fixture
-def slow_model(tmp_path, demo_checkpoint):
-    (tmp_path / "slowmod.py").write_text(SLOW_MODEL)
-    return ["--model", "slowmod:build", "--dataset", "demo", "--model_file", demo_checkpoint]
+def slow_surface(slow_model, demo_checkpoint) -> list[str]:
+    """The surface command's model flags for the slow model, with the demo checkpoint."""
+    return ["--model", slow_model, "--dataset", "demo", "--model_file", demo_checkpoint]
 
 
-def test_killed_job_resumes_without_losing_or_recomputing_points(tmp_path, slow_model):
+def test_killed_job_resumes_without_losing_or_recomputing_points(tmp_path, slow_surface):
     out = tmp_path / "s.h5"
-    args = [*slow_model, "--surf_file", str(out), "--x=-1:1:9", "--y=-1:1:9", "--flush_seconds", "0.5"]
+    args = [*slow_surface, "--surf_file", str(out), "--x=-1:1:9", "--y=-1:1:9", "--flush_seconds", "0.5"]
     env = {**os.environ, "SLOW_SECONDS": "0.08"}
     job = subprocess.Popen(module_command("mpi_landscape.surface", *args, ranks=3), cwd=tmp_path,
                            env=env, start_new_session=True, stdout=subprocess.PIPE,
@@ -142,9 +118,9 @@ def test_killed_job_resumes_without_losing_or_recomputing_points(tmp_path, slow_
     assert not (tmp_path / ("s.h5" + JOURNAL_SUFFIX)).exists()
 
 
-def test_exception_on_one_rank_ends_the_whole_job(tmp_path, slow_model):
+def test_exception_on_one_rank_ends_the_whole_job(tmp_path, slow_surface):
     env = {**os.environ, "SLOW_SECONDS": "0", "FAIL_ON_RANK": "1"}
-    proc = subprocess.run(module_command("mpi_landscape.surface", *slow_model, "--surf_file",
+    proc = subprocess.run(module_command("mpi_landscape.surface", *slow_surface, "--surf_file",
                                          str(tmp_path / "s.h5"), "--x=-1:1:5", "--y=-1:1:5", ranks=2),
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
@@ -210,10 +186,10 @@ def test_checkpoint_or_direction_file_of_another_model_is_refused(tmp_path, demo
 
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
-def test_scheduler_signal_stops_cleanly_and_a_rerun_completes(tmp_path, slow_model, signum):
+def test_scheduler_signal_stops_cleanly_and_a_rerun_completes(tmp_path, slow_surface, signum):
     """A scheduler's warning (SIGUSR1, or SIGTERM) to mpirun: finished points are kept, exit 75."""
     out = tmp_path / "s.h5"
-    args = [*slow_model, "--surf_file", str(out), "--x=-1:1:7", "--y=-1:1:7", "--flush_seconds", "0.2"]
+    args = [*slow_surface, "--surf_file", str(out), "--x=-1:1:7", "--y=-1:1:7", "--flush_seconds", "0.2"]
     env = {**os.environ, "SLOW_SECONDS": "0.1"}
     job = subprocess.Popen(module_command("mpi_landscape.surface", *args, ranks=2), cwd=tmp_path,
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from conftest import run_module
+from conftest import demo_loss, demo_state, run_module
 from mpi_landscape import pca
 from mpi_landscape.data import demo_split
 from mpi_landscape.directions import DirectionSpec, save_directions
@@ -301,11 +301,7 @@ def test_train_trajectory_surface_plot_end_to_end(tmp_path):
     assert result.done.all() and np.isfinite(result.metrics["train_loss"]).all()
     assert result.x.min() < projection.xcoord.min() and projection.xcoord.max() < result.x.max()
     assert result.y.min() < projection.ycoord.min() and projection.ycoord.max() < result.y.max()
-    final = models.build_model("demo_mlp")
-    models.load_checkpoint(final, str(run_dir / "model_4.t7"))
-    data = demo_split("train")
-    with torch.no_grad():
-        expected = F.cross_entropy(final.eval()(data.inputs), data.targets).item()
+    expected = demo_loss(demo_state(str(run_dir / "model_4.t7")), "train")
     assert result.metrics["train_loss"][2, 2] == pytest.approx(expected, rel=1e-5)  # the origin is θ_n
 
     plotted = run_module("mpi_landscape.plot", str(surf), "--proj_file", f"{dir_file}_proj_cos.h5",

@@ -1,0 +1,62 @@
+"""Write small surface and projection files with known values, for the plot and vtk tests.
+
+``write_surface`` writes the way a run does (``SurfaceWriter``), ``write_reference_surface``
+and ``write_projection`` the way the reference's scripts do (plain h5py); the heights are
+``bowl``, an analytic function whose orientation on the grid is easy to check.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+
+from mpi_landscape.store import SurfaceWriter
+
+DEMO_CONFIG = {"model": "demo_mlp", "model_file": "demo.t7", "xnorm": "filter", "ynorm": "filter",
+               "dir_type": "weights", "loss_name": "crossentropy"}
+
+
+def bowl(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """An asymmetric bowl: Z[iy, ix] = f(x[ix], y[iy]) tells a transposed grid from a right one."""
+    xx, yy = np.meshgrid(x, y)
+    return 0.2 + xx ** 2 + 3 * yy ** 2 + 0.5 * xx
+
+
+def write_surface(path, x, y=None, done=None, metrics=None, config=DEMO_CONFIG, dir_file="dirs.h5"):
+    """A surface file written the way a run writes it; ``done`` (bool, grid shape) marks what is finished."""
+    shape = (len(y), len(x)) if y is not None else (len(x),)
+    if metrics is None:
+        z = bowl(x, y) if y is not None else 0.2 + x ** 2
+        metrics = {"train_loss": z, "train_acc": 100 - 10 * z, "test_loss": 1.1 * z, "test_acc": 95 - 10 * z}
+    done = np.ones(shape, dtype=bool) if done is None else done
+    writer = SurfaceWriter.open(str(path), x, y, dir_file, list(metrics), identity={"model": "test"},
+                                attrs={"config": config}, flush_seconds=3600)
+    for index in np.flatnonzero(done.ravel()):
+        writer.record(int(index), {k: float(v.ravel()[index]) for k, v in metrics.items()})
+    writer.close()
+    return str(path)
+
+
+def write_reference_surface(path, x, y, unfinished=()):
+    """A file as the reference's plot_surface.py leaves it: (nx, ny) arrays in (ny, nx) order, -1 unfinished."""
+    z = bowl(x, y)
+    for iy, ix in unfinished:
+        z[iy, ix] = -1
+    with h5py.File(path, "w") as f:
+        f["dir_file"] = "ref_dirs.h5"
+        f["xcoordinates"] = x
+        f["ycoordinates"] = y
+        f["train_loss"] = z.ravel().reshape(len(x), len(y))
+        f["train_acc"] = np.where(z == -1, -1, 100 - 10 * z).ravel().reshape(len(x), len(y))
+    return str(path)
+
+
+def write_projection(path, x, y, epochs=None, drops=None):
+    """A projection file in the reference's layout: the trajectory's coordinates, optional epochs and lr drops."""
+    with h5py.File(path, "w") as f:
+        f["proj_xcoord"], f["proj_ycoord"] = x, y
+        if epochs is not None:
+            f["epochs"] = epochs
+        if drops is not None:
+            f["lr_drop_epochs"] = drops
+    return str(path)
