@@ -10,7 +10,8 @@ import importlib
 import os
 import sys
 
-ENTRY_POINTS = ("surface", "interpolate", "trajectory", "train", "plot", "vtk", "demo")
+ENTRY_POINTS = ("surface", "interpolate", "trajectory", "train", "plot", "vtk", "summary", "demo")
+PARSER_MODULES = {"summary": "summary.command"}  # a package whose parser lives beside its numbers
 HEADER = """# Command-line reference
 
 Generated from the commands' own parsers by `python -m mpi_landscape.cli_reference docs/cli.md`;
@@ -24,7 +25,8 @@ def render() -> str:
     os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal; fix it for a stable page
     sections = [HEADER]
     for name in ENTRY_POINTS:
-        parser = importlib.import_module(f"mpi_landscape.{name}").build_parser()
+        module = importlib.import_module(f"mpi_landscape.{PARSER_MODULES.get(name, name)}")
+        parser = module.build_parser()
         sections.append(f"## `python -m mpi_landscape.{name}`\n\n```\n{parser.format_help().rstrip()}\n```\n")
     return "\n".join(sections)
 
