@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 INSIDE, BEYOND, UNKNOWN = "inside", "beyond", "unknown"
+DEFAULT_LEVEL = 0.1  # ε of the basin: the paper's 0.1-level contour
 RAY_DIRECTIONS = 72  # rays from the centre for the direction-averaged basin radius
 RAY_STEPS_PER_CELL = 4  # samples per grid spacing along a ray
 FLAT_TOLERANCE = 1e-9  # curvature below this share of max|z|/(hx·hy) counts as flat (convex)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from ..cli import add_flag, config_from, exit_on_user_error, new_parser
 from ..errors import LandscapeError, require_folder
 from ..store import read_surface
+from . import DEFAULT_LEVEL
 from .report import SET_COLUMNS, columns_for, splits_of, summarize, summarize_sets
 from .tables import csv_text, json_text, markdown_table, present, text_table
 
@@ -32,7 +33,7 @@ class SummaryConfig:
 
     surf_files: tuple[str, ...] = ()
     metric: str = "train_loss"
-    level: float = 0.1
+    level: float = DEFAULT_LEVEL
     interpolation: bool = False
     markdown: bool = False
     json: str | None = None
