@@ -26,11 +26,12 @@ from matplotlib.figure import Figure
 
 from .cli import add_flag, config_from, exit_on_user_error, new_parser
 from .errors import LandscapeError, require_folder
-from .plot_data import (default_prefix, explained_variance, figure_title, legend_label,
-                        metric_values)
-from .plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_compare,
-                           figure_trajectory)
+from .plot_data import (default_prefix, details, explained_variance, figure_title, key_figures,
+                        legend_label, metric_label, metric_values, short_name)
+from .plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_band,
+                           figure_compare, figure_trajectory)
 from .store import Surface, read_projection, read_surface
+from .summary import curve_set
 
 FORMATS = ("png", "pdf", "svg")
 LOSS_SCALE = (0.1, 10.0, 0.5)  # the reference plot_2D's vmin, vmax, vlevel
@@ -57,6 +58,8 @@ class PlotConfig:
     proj_file: str | None = None
     dir_file: str | None = None
     compare: bool = False
+    annotate: bool = False
+    band: bool = False
     watch: float = 0.0
 
     @property
@@ -106,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--dir_file", help="direction file for PCA axis labels; None: the one the surface names")
     add_flag(p, "--compare", action="store_true",
              help="one panel per 2D file side by side, on a shared colour scale")
+    add_flag(p, "--annotate", action="store_true",
+             help="with --compare: each panel's title carries its key figures (mean basin radius, "
+                  "largest curvature eigenvalue, convex share of the basin; see the summary command)")
+    add_flag(p, "--band", action="store_true",
+             help="1D random-direction files (one per seed): the mean of --metric ± one standard "
+                  "deviation instead of one curve per file")
     add_flag(p, "--watch", type=float, metavar="SECONDS",
              help="redraw every SECONDS until every file is complete (0: draw once)")
     return p
@@ -140,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
 def draw(config: PlotConfig) -> tuple[list[str], float]:
     """Draw every figure ``config`` asks for; returns the paths written and the lowest fraction done."""
     loaded = [(path, read_surface(path)) for path in config.surf_files]
+    if config.annotate and not config.compare:
+        raise LandscapeError("--annotate labels the panels of --compare; add --compare")
+    if config.band and loaded[0][1].y is not None:
+        raise LandscapeError("--band draws 1D files of several random directions; these are 2D")
     if len({s.y is None for _, s in loaded}) > 1:
         raise LandscapeError("1D and 2D surface files cannot be plotted together; plot them separately")
     for path, surface in loaded:
@@ -175,6 +188,8 @@ def resolve_scale(config: PlotConfig, surfaces: list[Surface]) -> Scale:
 def _draw_1d(config: PlotConfig, loaded: list[tuple[str, Surface]], formats: list[str]) -> list[str]:
     if config.proj_file:
         raise LandscapeError("--proj_file needs a 2D surface: a trajectory is drawn on contours")
+    if config.band:
+        return _draw_band(config, loaded, formats)
     labels = [legend_label(s, path) for path, s in loaded]
     if len(set(labels)) < len(labels):  # same model and checkpoint: tell them apart by file
         labels = [f"{label} [{os.path.basename(path)}]" for label, (path, _) in zip(labels, loaded)]
@@ -183,6 +198,17 @@ def _draw_1d(config: PlotConfig, loaded: list[tuple[str, Surface]], formats: lis
     stem = _prefix(config, 0, 1) + ("_1d_loss_acc" if len(loaded) == 1 else "_1d_compare")
     return save(figure_1d(curves, title, log=config.log), stem + ("_log" if config.log else ""), formats,
                 config.dpi)
+
+
+def _draw_band(config: PlotConfig, loaded: list[tuple[str, Surface]], formats: list[str]) -> list[str]:
+    first = loaded[0][1]
+    if any(s.x.shape != first.x.shape or not np.allclose(s.x, first.x) for _, s in loaded):
+        raise LandscapeError("--band needs 1D files on the same α grid")
+    band = curve_set(np.stack([metric_values(s, config.metric) for _, s in loaded]))
+    title = f"{short_name(first, loaded[0][0])}\n{len(loaded)} random directions, {details(first)}"
+    fig = figure_band(first.x, band, len(loaded), metric_label(config.metric, first), title, log=config.log)
+    return save(fig, f"{_prefix(config, 0, 1)}_{config.metric}_1d_band{'_log' if config.log else ''}",
+                formats, config.dpi)
 
 
 def _draw_2d(config: PlotConfig, item: tuple[str, Surface], prefix: str,
@@ -210,8 +236,9 @@ def _draw_compare(config: PlotConfig, loaded: list[tuple[str, Surface]],
         raise LandscapeError("--proj_file draws a path on one surface; leave out --compare")
     surfaces = [s for _, s in loaded]
     variances = [explained_variance(path, s, config.dir_file) for path, s in loaded]
+    annotations = [key_figures(path, s, config.metric) for path, s in loaded] if config.annotate else None
     fig = figure_compare([(s, path) for path, s in loaded], config.metric,
-                         resolve_scale(config, surfaces), variances)
+                         resolve_scale(config, surfaces), variances, annotations)
     return save(fig, f"{_prefix(config, 0, 1)}_{config.metric}_2dcompare{'_log' if config.log else ''}",
                 formats, config.dpi)
 

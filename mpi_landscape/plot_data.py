@@ -16,6 +16,8 @@ import numpy as np
 
 from .errors import LandscapeError
 from .store import Surface, read_directions
+from .summary import DEFAULT_LEVEL
+from .summary.report import summarize
 
 LOSS_TEXT = {"crossentropy": "mean cross-entropy", "mse": "mean squared error"}
 OTHER_METRICS = {
@@ -159,6 +161,17 @@ def details(surface: Surface) -> str:
         norm = f"{norm}/{config['ynorm']}"
     norm_text = "unnormalized" if norm == "none" else f"{norm}-normalized"
     return f"{norm_text} {config.get('dir_type', 'weights')}, {grid}"
+
+
+def key_figures(path: str, surface: Surface, metric: str) -> str:
+    """A panel's numbers in one line, as the summary command computes them:
+    mean basin radius at its default level, largest curvature eigenvalue, convex share of the basin."""
+    row, _ = summarize(path, surface, metric, DEFAULT_LEVEL)
+    radius, eigenvalue, convex = row.get("radius_mean"), row.get("eig_max"), row.get("convex_basin")
+    parts = [f"r̄ {radius.text(2)}" if radius is not None else "r̄ –",
+             f"λmax {eigenvalue:.3g}" if eigenvalue is not None else "λmax –",
+             f"convex {convex:.0%}" if convex is not None and np.isfinite(convex) else "convex –"]
+    return " · ".join(parts)
 
 
 def figure_title(surface: Surface, path: str) -> str:

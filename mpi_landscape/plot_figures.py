@@ -9,6 +9,7 @@ paper's side-by-side comparison (Figure 6).
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -24,6 +25,7 @@ from .errors import LandscapeError
 from .plot_data import (axis_label, done_text, loss_description, masked_values,
                         metric_label, metric_values, short_name)
 from .store import Projection, Surface
+from .summary import CurveSet
 
 COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper
 STYLE = {
@@ -124,6 +126,27 @@ def figure_1d(curves: Sequence[tuple[Surface, str]], title: str, log: bool = Fal
     return fig
 
 
+def figure_band(alpha: np.ndarray, band: CurveSet, count: int, label: str, title: str,
+                log: bool = False) -> Figure:
+    """The mean of several 1D curves (random directions of different seeds) with ± one standard
+    deviation shaded and the pointwise extremes dotted."""
+    fig = Figure(figsize=(COLUMN_WIDTH, 2.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.fill_between(alpha, band.mean - band.std, band.mean + band.std, color="tab:blue", alpha=0.3,
+                    linewidth=0, label="± 1 standard deviation")
+    ax.plot(alpha, band.low, ":", color="tab:blue", linewidth=0.7, label="min / max")
+    ax.plot(alpha, band.high, ":", color="tab:blue", linewidth=0.7)
+    ax.plot(alpha, band.mean, color="tab:blue", label=f"mean of {count} directions")
+    ax.set_xlabel("α  (θ* + α·δ)")
+    ax.set_ylabel(label)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlim(alpha.min(), alpha.max())
+    ax.set_title(title)
+    ax.legend(loc="best", framealpha=0.85)
+    return fig
+
+
 def figure_2d(surface: Surface, metric: str, kind: str, scale: Scale, title: str,
               explained_variance: tuple[float, float] | None = None) -> Figure:
     """One 2D view of ``metric``: labelled contour lines, filled contours, a heatmap or a 3D surface."""
@@ -174,14 +197,19 @@ def figure_trajectory(surface: Surface, metric: str, projection: Projection, sca
 
 
 def figure_compare(surfaces: Sequence[tuple[Surface, str]], metric: str, scale: Scale,
-                   explained_variances: Sequence[tuple[float, float] | None]) -> Figure:
-    """One panel per surface, filled contours on one shared colour scale and one colour bar."""
+                   explained_variances: Sequence[tuple[float, float] | None],
+                   annotations: Sequence[str] | None = None) -> Figure:
+    """One panel per surface, filled contours on one shared colour scale and one colour bar;
+    ``annotations`` (one line per surface, e.g. its key figures) go under the panels' titles."""
     n = len(surfaces)
     nrows = -(-n // 3)
     ncols = -(-n // nrows)  # at most three across, rows filled evenly
     fig = Figure(figsize=(2.3 * ncols + 0.7, 2.2 * nrows + 0.2), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     filled = None
+    names = [short_name(surface, path) for surface, path in surfaces]
+    if len(set(names)) < n:  # same model and checkpoint name: tell them apart by file
+        names = [os.path.basename(path) for _, path in surfaces]
     for i, ((surface, path), variance) in enumerate(zip(surfaces, explained_variances)):
         ax = axes.flat[i]
         z = masked_values(surface, metric, log=scale.log)
@@ -194,9 +222,11 @@ def figure_compare(surfaces: Sequence[tuple[Surface, str]], metric: str, scale: 
             ax.set_ylabel("")
         if i < n - ncols:
             ax.set_xlabel("")
-        title = short_name(surface, path)
+        title = names[i]
         if surface.fraction_done < 1:
             title += f"\n{done_text(surface.fraction_done)}"
+        if annotations:
+            title += f"\n{annotations[i]}"
         ax.set_title(title)
     for ax in axes.flat[n:]:
         ax.set_axis_off()
