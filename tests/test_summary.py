@@ -216,6 +216,8 @@ def test_set_of_1d_random_directions_gives_the_distribution_of_radii(tmp_path):
     result = run_module("mpi_landscape.summary", *paths, "--json", str(tmp_path / "s.json"))
     assert result.returncode == 0, result.stderr
     assert "sets of 1D random directions" in result.stdout
+    chosen = run_module("mpi_landscape.summary", *paths, "--columns", "radius_x,file")
+    assert chosen.stdout.splitlines()[0].split() == ["radius_x", "[α]", "file"]
     (found,) = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))["sets"]
     radii = np.sqrt(2 * EPS / np.array(curvatures))
     assert found["files"] == 3
@@ -229,6 +231,7 @@ def test_set_of_1d_random_directions_gives_the_distribution_of_radii(tmp_path):
     (["--metric", "val_loss"], "no array 'val_loss'"),
     (["--level", "0"], "--level 0"),
     (["--csv", "missing_folder/s.csv"], "does not exist"),
+    (["--columns", "file,barrier"], "no column barrier"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path, args, message):
     x, y = grid(11, 11)
@@ -286,3 +289,33 @@ def test_band_of_1d_random_directions_is_mean_plus_minus_std(tmp_path, capsys):
     np.testing.assert_allclose(fig.axes[0].lines[-1].get_ydata(), mean)
     assert plot.main([*paths, "--band", "--format", "png", "--out", str(tmp_path / "lines")]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "lines_train_loss_1d_band.png")]
+
+
+# ---------------------------------------------------------------- the worked comparison, shrunk
+
+
+def test_worked_comparison_script_runs_shrunk(tmp_path):
+    """docs/examples/batch_size_comparison.sh end to end on tiny sizes: four trainings, four 2D
+    surfaces, two interpolations, two sets of 1D directions, their numbers and figures."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHON": sys.executable, "NP": "0", "EPOCHS": "2", "SMALL_BATCH": "64",
+           "LARGE_BATCH": "1500", "GRID": "-1:1:5", "LINE": "-0.5:1.5:9", "SEEDS": "1 2",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "cmp"
+    result = subprocess.run(["bash", str(ROOT / "docs" / "examples" / "batch_size_comparison.sh"), str(out)],
+                            env=env, text=True, capture_output=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    document = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    kinds = [row["kind"] for row in document["rows"]]
+    assert kinds == ["2d"] * 4 + ["interpolation"] * 2
+    assert all(row["barrier"] is not None and row["barrier"] >= 0 for row in document["rows"][4:])
+    assert all(isinstance(row["eig_max"], float) for row in document["rows"][:4])
+    assert "| file | kind |" in result.stdout and "sets of 1D random directions" in result.stdout
+    for bs in (64, 1500):
+        (found,) = json.loads((out / f"lines_bs{bs}.json").read_text(encoding="utf-8"))["sets"]
+        assert found["files"] == 2 and len(found["mean"]) == 5
+        assert (out / f"lines_bs{bs}_train_loss_1d_band.png").stat().st_size > 0
+    assert (out / "comparison_train_loss_2dcompare.png").stat().st_size > 0

@@ -211,7 +211,8 @@ def second_differences(coords: np.ndarray, z: np.ndarray, axis: int) -> np.ndarr
     shape[axis] = -1
     hm, hp = hm.reshape(shape), hp.reshape(shape)
     lo, mid, hi = (np.take(z, range(start, z.shape[axis] - 2 + start), axis=axis) for start in (0, 1, 2))
-    inner = 2 * (hm * hi - (hm + hp) * mid + hp * lo) / (hm * hp * (hm + hp))
+    with np.errstate(invalid="ignore"):  # inf - inf at diverged points: masked just below
+        inner = 2 * (hm * hi - (hm + hp) * mid + hp * lo) / (hm * hp * (hm + hp))
     inner = np.where(np.isfinite(lo) & np.isfinite(mid) & np.isfinite(hi), inner, np.nan)
     pad = [(0, 0)] * z.ndim
     pad[axis] = (1, 1)
@@ -222,7 +223,8 @@ def mixed_differences(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray
     """∂²z/∂x∂y by the four diagonal neighbours (exact for quadratics); NaN on the edges and
     wherever a point used is not finite."""
     corners = z[2:, 2:], z[2:, :-2], z[:-2, 2:], z[:-2, :-2]
-    inner = (corners[0] - corners[1] - corners[2] + corners[3]) / np.outer(y[2:] - y[:-2], x[2:] - x[:-2])
+    with np.errstate(invalid="ignore"):  # inf - inf at diverged points: masked just below
+        inner = (corners[0] - corners[1] - corners[2] + corners[3]) / np.outer(y[2:] - y[:-2], x[2:] - x[:-2])
     finite = np.logical_and.reduce([np.isfinite(c) for c in corners])
     return np.pad(np.where(finite, inner, np.nan), 1, constant_values=np.nan)
 

@@ -23,7 +23,7 @@ from ..cli import add_flag, config_from, exit_on_user_error, new_parser
 from ..errors import LandscapeError, require_folder
 from ..store import read_surface
 from . import DEFAULT_LEVEL
-from .report import SET_COLUMNS, columns_for, splits_of, summarize, summarize_sets
+from .report import SET_COLUMNS, Column, columns_for, splits_of, summarize, summarize_sets
 from .tables import csv_text, json_text, markdown_table, present, text_table
 
 
@@ -36,6 +36,7 @@ class SummaryConfig:
     level: float = DEFAULT_LEVEL
     interpolation: bool = False
     markdown: bool = False
+    columns: str | None = None
     json: str | None = None
     csv: str | None = None
 
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
              help="treat 1D files as interpolations between two models (α = 0 and 1) even when "
                   "they do not record --model_file2 (reference files)")
     add_flag(p, "--markdown", action="store_true", help="print Markdown tables instead of aligned text")
+    add_flag(p, "--columns", metavar="NAMES",
+             help="comma-separated columns to print, e.g. file,radius_mean,eig_max (None: all that "
+                  "have values; --json and --csv always hold all)")
     add_flag(p, "--json", metavar="PATH", help="also write everything, curves of sets included, as JSON")
     add_flag(p, "--csv", metavar="PATH", help="also write the rows as CSV")
     return p
@@ -94,10 +98,23 @@ def run(config: SummaryConfig) -> str:
     if config.csv:
         _write(config.csv, csv_text(columns, rows))
     table = markdown_table if config.markdown else text_table
-    text = table(columns, rows)
+    text = table(chosen(columns, config.columns), rows)
     if sets:
         text += f"\n\nsets of 1D random directions ({config.metric}):\n\n" + table(set_columns, sets)
     return text
+
+
+def chosen(columns: list[Column], names: str | None) -> list[Column]:
+    """The columns named in ``--columns``, in that order; all of them when None."""
+    if names is None:
+        return columns
+    by_name = {c.name: c for c in columns}
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown or not wanted:
+        raise LandscapeError(f"--columns: no column {', '.join(unknown) or '(none given)'} for these "
+                             f"files; they have: {', '.join(by_name)}")
+    return [by_name[n] for n in wanted]
 
 
 def _write(path: str, text: str) -> None:
