@@ -75,7 +75,7 @@ COLUMNS = (
 
 SET_COLUMNS = (
     Column("files", "files", "how many 1D random-direction files of one checkpoint and grid"),
-    Column("checkpoint", "", "the checkpoint they are drawn around"),
+    Column("checkpoint", "", "the checkpoint they are drawn around (its folder and name)"),
     Column("radius_mean", "α", "mean of their basin radii (radius_x); beyond-grid radii count at the edge"),
     Column("radius_std", "α", "standard deviation of those radii"),
     Column("radius_min", "α", "smallest radius"),
@@ -253,7 +253,7 @@ def summarize_sets(items: list[tuple[str, Surface, dict]], metric: str) -> list[
         radii = [row["radius_x"] for _, _, row in members if "radius_x" in row]
         known = [r.value for r in radii if r.status != UNKNOWN]
         sets.append({
-            "checkpoint": os.path.basename(checkpoint) if checkpoint else None,
+            "checkpoint": _short_path(checkpoint),
             "metric": metric, "alpha": members[0][1].x.tolist(),
             "mean": curves.mean.tolist(), "std": curves.std.tolist(),
             "min": curves.low.tolist(), "max": curves.high.tolist(),
@@ -265,6 +265,14 @@ def summarize_sets(items: list[tuple[str, Surface, dict]], metric: str) -> list[
             "radius_unknown": sum(r.status == UNKNOWN for r in radii),
         })
     return sets
+
+
+def _short_path(path: str | None) -> str | None:
+    """The checkpoint's folder and name (``bs32/model_40.t7``): trainers name every run's files alike."""
+    if not path:
+        return None
+    folder, name = os.path.split(os.path.normpath(path))
+    return os.path.join(os.path.basename(folder), name) if folder else name
 
 
 def _stat(function, values: list[float]) -> float | None:
