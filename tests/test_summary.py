@@ -243,6 +243,15 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path, args, message):
         assert "train_loss" in f
 
 
+def test_a_grid_too_small_for_second_differences_is_refused(tmp_path):
+    from mpi_landscape.errors import LandscapeError
+
+    x, y = grid(11, 2)
+    path = write_surface(tmp_path / "s.h5", x, y)
+    with pytest.raises(LandscapeError, match="at least 3 points on each axis"):
+        summarize(path, read_surface(path), "train_loss", EPS)
+
+
 # ---------------------------------------------------------------- the figures carry the numbers
 
 

@@ -143,6 +143,9 @@ def summarize(path: str, surface: Surface, metric: str, level: float,
     """The row of one file and notes worth telling the user (e.g. no grid point at the origin)."""
     kind = kind_of(surface, interpolation)
     x, y = surface.x, surface.y
+    if min(surface.shape) < 3:
+        raise LandscapeError(f"{path}: its grid ({'×'.join(str(n) for n in reversed(surface.shape))}) needs "
+                             f"at least 3 points on each axis for second differences")
     z, diverged = heights(surface, metric)
     centre = centre_index(x, y)
     notes = []
