@@ -169,6 +169,24 @@ def test_reference_layout_file_with_unfinished_points(tmp_path):
     assert row["local_minima"] == 1
 
 
+def test_reference_1d_interpolation_file_asked_for_as_interpolation(tmp_path):
+    # the reference's 1D files: no done mask, no provenance, -1 where unfinished
+    alpha = np.linspace(-0.5, 1.5, 41)
+    well = 0.2 + 16 * 0.4 * alpha ** 2 * (alpha - 1) ** 2
+    path = str(tmp_path / "ref_1d.h5")
+    with h5py.File(path, "w") as f:
+        f["dir_file"] = "ref_dirs.h5"
+        f["xcoordinates"] = alpha
+        f["train_loss"] = np.where(alpha > 1.42, -1, well)
+        f["test_loss"] = np.where(alpha > 1.42, -1, well + 0.1)
+    surface = read_surface(path)
+    assert summarize(path, surface, "train_loss", EPS)[0]["kind"] == "1d"
+    row, _ = summarize(path, surface, "train_loss", EPS, interpolation=True)
+    assert row["kind"] == "interpolation" and row["done"] == pytest.approx(39 / 41)
+    assert (row["barrier"], row["barrier_at"]) == pytest.approx((0.4, 0.5))
+    assert row["gap_loss_end"] == pytest.approx(0.1) and "gap_acc_end" not in row
+
+
 def test_command_prints_and_writes_every_documented_column_with_units(tmp_path):
     x, y = grid(41, 41)
     metrics = {**bowl_metrics(x, y), "max_eig": np.full((41, 41), 12.5), "min_eig": np.full((41, 41), -0.5)}
