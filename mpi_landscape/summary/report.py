@@ -19,8 +19,6 @@ from . import (BEYOND, UNKNOWN, axis_radii, barrier, basin_area, basin_region,
 from ..errors import LandscapeError
 from ..store import Surface
 
-KINDS = ("2d", "1d", "interpolation")
-
 
 @dataclass(frozen=True)
 class Column:
