@@ -187,6 +187,15 @@ def test_reference_1d_interpolation_file_asked_for_as_interpolation(tmp_path):
     assert row["gap_loss_end"] == pytest.approx(0.1) and "gap_acc_end" not in row
 
 
+def test_a_grid_without_the_origin_takes_the_nearest_point_and_says_so(tmp_path):
+    x, y = np.linspace(-1, 1, 10), np.linspace(-1, 1, 11)
+    path = write_surface(tmp_path / "even.h5", x, y)
+    row, notes = summarize(path, read_surface(path), "train_loss", EPS)
+    assert notes == [f"{path}: no grid point at the origin; the nearest, (α = {x[4]:g}, β = 0), "
+                     f"is used as the centre"]
+    assert row["centre_train_loss"] == pytest.approx(0.2 + x[4] ** 2 + 0.5 * x[4])
+
+
 def test_command_prints_and_writes_every_documented_column_with_units(tmp_path):
     x, y = grid(41, 41)
     metrics = {**bowl_metrics(x, y), "max_eig": np.full((41, 41), 12.5), "min_eig": np.full((41, 41), -0.5)}
