@@ -96,8 +96,10 @@ def first_crossing(distances: np.ndarray, values: np.ndarray, threshold: float) 
     if not len(stops):
         return Extent(float(distances[-1]), BEYOND)
     k = int(stops[0])
-    if unknown[k] or k == 0:
-        return Extent(float("nan") if unknown[k] else 0.0, UNKNOWN if unknown[k] else INSIDE)
+    if unknown[k]:
+        return Extent(float("nan"), UNKNOWN)
+    if k == 0:  # the first sample itself is above the level
+        return Extent(float(distances[0]), INSIDE)
     v0, v1, d0, d1 = values[k - 1], values[k], distances[k - 1], distances[k]
     if not np.isfinite(v1):
         return Extent(float(d0), INSIDE)
