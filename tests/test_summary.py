@@ -337,7 +337,7 @@ def test_worked_comparison_script_runs_shrunk(tmp_path):
     import subprocess
     import sys
 
-    env = {**os.environ, "PYTHON": sys.executable, "NP": "0", "EPOCHS": "2", "SMALL_BATCH": "64",
+    env = {**os.environ, "PYTHON": sys.executable, "NP": "1", "EPOCHS": "2", "SMALL_BATCH": "64",
            "LARGE_BATCH": "1500", "GRID": "-1:1:5", "LINE": "-0.5:1.5:9", "SEEDS": "1 2",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     out = tmp_path / "cmp"
