@@ -141,9 +141,10 @@ def summarize(path: str, surface: Surface, metric: str, level: float,
     """The row of one file and notes worth telling the user (e.g. no grid point at the origin)."""
     kind = kind_of(surface, interpolation)
     x, y = surface.x, surface.y
+    grid = "×".join(str(n) for n in reversed(surface.shape))  # x×y
     if min(surface.shape) < 3:
-        raise LandscapeError(f"{path}: its grid ({'×'.join(str(n) for n in reversed(surface.shape))}) needs "
-                             f"at least 3 points on each axis for second differences")
+        raise LandscapeError(f"{path}: its grid ({grid}) needs at least 3 points on each axis "
+                             f"for second differences")
     z, diverged = heights(surface, metric)
     centre = centre_index(x, y)
     notes = []
@@ -151,7 +152,7 @@ def summarize(path: str, surface: Surface, metric: str, level: float,
         notes.append(f"{path}: no grid point at the origin; the nearest, ({_coords(surface, centre)}), "
                      f"is used as the centre")
     row: dict = {"file": os.path.basename(path), "kind": kind,
-                 "grid": "×".join(str(n) for n in reversed(surface.shape)), "metric": metric,
+                 "grid": grid, "metric": metric,
                  "done": surface.fraction_done, "diverged": diverged, "level": level}
     for split in splits_of(surface):
         for name in ("loss", "acc"):
