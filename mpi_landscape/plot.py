@@ -26,9 +26,9 @@ from matplotlib.figure import Figure
 
 from .cli import add_flag, config_from, exit_on_user_error, new_parser
 from .errors import LandscapeError, require_folder
-from .plot_data import (default_prefix, explained_variance, figure_title, legend_label,
+from .views.plot_data import (default_prefix, explained_variance, figure_title, legend_label,
                         metric_values)
-from .plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_compare,
+from .views.plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_compare,
                            figure_trajectory)
 from .store import Surface, read_projection, read_surface
 

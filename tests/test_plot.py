@@ -21,9 +21,9 @@ from matplotlib.image import imread
 from conftest import run_module
 from mpi_landscape import plot
 from mpi_landscape.errors import LandscapeError
-from mpi_landscape.plot_data import (done_text, figure_title, legend_label, locate_dir_file,
+from mpi_landscape.views.plot_data import (done_text, figure_title, legend_label, locate_dir_file,
                                      read_explained_variance)
-from mpi_landscape.plot_figures import Scale, figure_1d, figure_2d, figure_compare, figure_trajectory
+from mpi_landscape.views.plot_figures import Scale, figure_1d, figure_2d, figure_compare, figure_trajectory
 from mpi_landscape.store import Surface, read_projection, read_surface
 from surface_files import DEMO_CONFIG, bowl, write_projection, write_reference_surface, write_surface
 

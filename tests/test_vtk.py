@@ -22,7 +22,7 @@ from vtkmodules.vtkIOXML import vtkXMLPolyDataReader, vtkXMLStructuredGridReader
 import mpi_landscape
 from conftest import run_module
 from mpi_landscape import vtk as vtk_command
-from mpi_landscape.plot_render import render_png
+from mpi_landscape.views.plot_render import render_png
 from mpi_landscape.store import read_surface
 from surface_files import bowl, write_projection, write_reference_surface, write_surface
 

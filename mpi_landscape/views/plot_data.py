@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-from .errors import LandscapeError
-from .store import Surface, read_directions
+from ..errors import LandscapeError
+from ..store import Surface, read_directions
 
 LOSS_TEXT = {"crossentropy": "mean cross-entropy", "mse": "mean squared error"}
 OTHER_METRICS = {

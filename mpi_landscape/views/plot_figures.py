@@ -20,10 +20,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator
 
-from .errors import LandscapeError
+from ..errors import LandscapeError
 from .plot_data import (axis_label, done_text, loss_description, masked_values,
                         metric_label, metric_values, short_name)
-from .store import Projection, Surface
+from ..store import Projection, Surface
 
 COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper
 STYLE = {

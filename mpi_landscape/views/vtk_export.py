@@ -25,10 +25,10 @@ from vtkmodules.vtkCommonCore import vtkPoints
 from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData, vtkStructuredGrid
 from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter, vtkXMLStructuredGridWriter
 
-from .errors import LandscapeError, require_folder
+from ..errors import LandscapeError, require_folder
 from .plot_data import done_text, metric_values
 from .plot_grid import is_regular, resample_bicubic, sample_bilinear
-from .store import Projection, Surface
+from ..store import Projection, Surface
 
 HEIGHT = "height"
 DONE = "done"
