@@ -15,14 +15,15 @@ from typing import Iterator, Sequence
 
 import matplotlib
 import numpy as np
-from matplotlib.colors import LogNorm, Normalize
+from matplotlib.colors import LogNorm, Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator
+from matplotlib.ticker import (FormatStrFormatter, FuncFormatter, LogLocator, MaxNLocator,
+                               MultipleLocator)
 
 from ..errors import LandscapeError
-from .plot_data import (axis_label, done_text, loss_description, masked_values,
-                        metric_label, metric_values, short_name)
+from .plot_data import (axis_label, diverged_mask, loss_description, masked_values, metric_label,
+                        metric_values)
 from ..store import Projection, Surface
 
 COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper
@@ -33,6 +34,11 @@ STYLE = {
 }
 KINDS = ("contour", "contourf", "heat", "surface")
 MAX_LEVELS = 1000
+ROUND_LEVELS = 12  # about this many contour levels when the spacing comes from the data
+LOG_MANTISSAS = ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9))
+MIN_LOG_LEVELS = 8  # finer mantissas until a log range has this many levels
+EQUAL_ASPECT_MAX = 4.0  # α and β drawn to one scale unless one range is this many times the other
+DIVERGED_STYLE = dict(marker="x", color="0.45", markersize=3, linestyle="none", label="diverged")
 
 
 @contextmanager
@@ -44,17 +50,26 @@ def column_style() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Scale:
-    """The value range and contour spacing shared by a figure's colours and levels."""
+    """The value range, contour levels and colour map shared by a figure's colours and lines.
+
+    ``step`` is the reference's ``--vlevel`` (levels ``vmin, vmin+step, ...``;
+    in decades with ``log``); without it the levels are round numbers inside
+    the range: 1-2-5 per decade on a log scale, so the lowest decade -- a
+    trained network's basin -- gets contours of its own. ``centre`` makes the
+    colours diverge from that value (a curvature's sign).
+    """
 
     vmin: float
     vmax: float
-    step: float
+    step: float | None = None
     log: bool = False
+    cmap: str = "viridis"
+    centre: float | None = None
 
     def __post_init__(self) -> None:
         if not self.vmin < self.vmax:
             raise LandscapeError(f"--vmin {self.vmin:g} must be below --vmax {self.vmax:g}")
-        if not self.step > 0:
+        if self.step is not None and not self.step > 0:
             raise LandscapeError(f"--vlevel {self.step:g} must be positive")
         if self.log and self.vmin <= 0:
             raise LandscapeError(f"--log needs a positive --vmin (got {self.vmin:g})")
@@ -63,33 +78,66 @@ class Scale:
                                  f"between {self.vmin:g} and {self.vmax:g}; choose a larger step")
 
     def levels(self) -> np.ndarray:
-        """Contour levels from vmin in steps below vmax (the reference's arange); with ``log``,
-        in decades, vmax included."""
+        """Contour levels: from ``step`` when given (the reference's arange; in decades with
+        ``log``, vmax included), else round numbers within [vmin, vmax]."""
+        if self.step is not None:
+            if self.log:
+                exponents = np.arange(np.log10(self.vmin), np.log10(self.vmax) + 1e-9, self.step)
+                return 10.0 ** exponents
+            return np.arange(self.vmin, self.vmax, self.step)
         if self.log:
-            exponents = np.arange(np.log10(self.vmin), np.log10(self.vmax) + 1e-9, self.step)
-            return 10.0 ** exponents
-        return np.arange(self.vmin, self.vmax, self.step)
+            return round_log_levels(self.vmin, self.vmax)
+        levels = MaxNLocator(ROUND_LEVELS, steps=[1, 2, 2.5, 5, 10]).tick_values(self.vmin, self.vmax)
+        span = self.vmax - self.vmin
+        return levels[(levels >= self.vmin - 1e-9 * span) & (levels <= self.vmax + 1e-9 * span)]
 
     def norm(self) -> Normalize:
-        return LogNorm(self.vmin, self.vmax) if self.log else Normalize(self.vmin, self.vmax)
+        if self.log:
+            return LogNorm(self.vmin, self.vmax)
+        if self.centre is not None and self.vmin < self.centre < self.vmax:
+            return TwoSlopeNorm(self.centre, self.vmin, self.vmax)
+        return Normalize(self.vmin, self.vmax)
+
+    def ticks(self):
+        """Round tick values: 1, 2, 5 per decade on a log scale, else a few round numbers."""
+        return LogLocator(subs=(1.0, 2.0, 5.0)) if self.log else MaxNLocator(6, steps=[1, 2, 2.5, 5, 10])
 
     def colorbar(self, fig: Figure, mappable, ax, label: str, **kwargs) -> None:
-        """A colour bar with plain numbers as tick labels (1, 2, 5 per decade on a log scale)."""
-        ticks = LogLocator(subs=(1.0, 2.0, 5.0)) if self.log else None
-        fig.colorbar(mappable, ax=ax, label=label, ticks=ticks, format=FormatStrFormatter("%g"), **kwargs)
+        """A colour bar whose tick labels are round numbers, whatever the levels."""
+        bar = fig.colorbar(mappable, ax=ax, label=label, **kwargs)
+        bar.set_ticks(self.ticks())
+        bar.formatter = FormatStrFormatter("%g")
+        bar.update_ticks()
 
 
-def figure_1d(curves: Sequence[tuple[Surface, str]], title: str, log: bool = False) -> Figure:
+def round_log_levels(vmin: float, vmax: float) -> np.ndarray:
+    """Levels m·10^k inside (vmin, vmax], with m from 1-2-5 or finer until there are enough of them."""
+    decades = np.arange(np.floor(np.log10(vmin)), np.ceil(np.log10(vmax)) + 1)
+    levels = np.array([])
+    for mantissas in LOG_MANTISSAS:
+        candidates = np.array([float(f"{m * 10.0 ** k:.3g}") for k in decades for m in mantissas])
+        levels = np.unique(candidates[(candidates > vmin) & (candidates <= vmax * (1 + 1e-9))])
+        if len(levels) >= MIN_LOG_LEVELS:
+            break
+    return levels
+
+
+def figure_1d(curves: Sequence[tuple[Surface, str]], title: str, log: bool = False,
+              loss_range: tuple[float | None, float | None] = (None, None),
+              acc_range: tuple[float, float] | None = None) -> Figure:
     """Loss (left axis) and accuracy (right axis) against α; train solid, test dashed.
 
     One file is drawn in the reference's colours (loss blue, accuracy red);
-    several are told apart by colour, with accuracy drawn thinner.
+    several are told apart by colour, with accuracy drawn thinner. Where the
+    network diverged (non-finite outputs) the curves have gaps and the band is
+    shaded. ``loss_range`` and ``acc_range`` fix the axes (the reference's
+    ``--loss_max``); the legend sits below the axes, off the curves.
     """
-    fig = Figure(figsize=(COLUMN_WIDTH, 2.6), layout="constrained")
+    fig = Figure(figsize=(COLUMN_WIDTH, 3.0), layout="constrained")
     ax = fig.add_subplot()
     acc_ax = ax.twinx()
     single = len(curves) == 1
-    handles: list[Line2D] = []
+    handles: list = []
     for i, (surface, label) in enumerate(curves):
         colour = f"C{i}"
         for split, style in (("train", "-"), ("test", "--")):
@@ -112,125 +160,206 @@ def figure_1d(curves: Sequence[tuple[Surface, str]], title: str, log: bool = Fal
         handles += [Line2D([], [], color="k", linestyle="-", label="train"),
                     Line2D([], [], color="k", linestyle="--", label="test"),
                     Line2D([], [], color="k", linewidth=0.7, label="thin: accuracy")]
+    band = _shade_diverged(ax, [s for s, _ in curves])
+    if band is not None:
+        handles.append(band)
     surface = curves[0][0]
     ax.set_xlabel(axis_label("x", surface))
     ax.set_ylabel(f"loss ({loss_description(surface)})", color="tab:blue" if single else "k")
     acc_ax.set_ylabel("accuracy (%)", color="tab:red" if single else "k")
     if log:
         ax.set_yscale("log")
+    ax.set_ylim(*loss_range)
+    if acc_range is not None:
+        acc_ax.set_ylim(*acc_range)
     ax.set_xlim(min(s.x.min() for s, _ in curves), max(s.x.max() for s, _ in curves))
-    ax.set_title(title)
-    acc_ax.legend(handles=handles, loc="best", framealpha=0.85)  # on the upper of the twin axes
+    if title:
+        ax.set_title(title)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), frameon=False)
     return fig
 
 
+def _shade_diverged(ax, surfaces: Sequence[Surface]):
+    """Grey bands over the α where any curve diverged; the legend handle, or None when none did."""
+    handle = None
+    for surface in surfaces:
+        diverged = np.zeros(surface.shape, dtype=bool)
+        for name in surface.metrics:
+            diverged |= diverged_mask(surface, name)
+        x = surface.x
+        half = np.diff(x).min() / 2 if len(x) > 1 else 0.5
+        for start, stop in _runs(diverged):
+            handle = ax.axvspan(x[start] - half, x[stop - 1] + half, color="0.85", zorder=0,
+                                linewidth=0, label="diverged (non-finite outputs)")
+    return handle
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of True in a 1D mask."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2], edges[1::2]))
+
+
 def figure_2d(surface: Surface, metric: str, kind: str, scale: Scale, title: str,
-              explained_variance: tuple[float, float] | None = None) -> Figure:
-    """One 2D view of ``metric``: labelled contour lines, filled contours, a heatmap or a 3D surface."""
+              explained_variance: tuple[float, float] | None = None,
+              log_height: bool = False) -> Figure:
+    """One 2D view of ``metric``: labelled contour lines, filled contours, a heatmap or a 3D surface.
+
+    Each has a colour bar with round ticks; diverged points are gaps marked ×.
+    ``log_height`` (``--log``) draws the 3D surface's height as log10 of the metric.
+    """
     if kind not in KINDS:
         raise LandscapeError(f"unknown plot kind {kind!r}; choose from {', '.join(KINDS)}")
     z = masked_values(surface, metric, log=scale.log)
     label = metric_label(metric, surface)
     if kind == "surface":
-        return _surface_3d(surface, z, label, scale, title, explained_variance)
+        return _surface_3d(surface, z, label, scale, title, explained_variance, log_height)
     fig = Figure(figsize=(COLUMN_WIDTH, 2.9), layout="constrained")
     ax = fig.add_subplot()
     if kind == "contour":
-        _contour_lines(ax, surface, z, scale)
+        lines = _contour_lines(ax, surface, z, scale)
+        if len(lines.levels):
+            scale.colorbar(fig, lines, ax, label)
     elif kind == "contourf":
         filled = ax.contourf(surface.x, surface.y, z, levels=scale.levels(), norm=scale.norm(),
-                             cmap="viridis", extend="both")
+                             cmap=scale.cmap, extend="both")
         scale.colorbar(fig, filled, ax, label)
     else:
-        mesh = ax.pcolormesh(surface.x, surface.y, z, norm=scale.norm(), cmap="viridis",
+        mesh = ax.pcolormesh(surface.x, surface.y, z, norm=scale.norm(), cmap=scale.cmap,
                              shading="nearest")
         scale.colorbar(fig, mesh, ax, label, extend="both")
+    _mark_diverged(ax, surface, metric)
     _label_plane(ax, surface, explained_variance)
-    ax.set_title(title if kind != "contour" else f"{title}\ncontours: {label}")
+    if title:
+        ax.set_title(title)
     return fig
 
 
 def figure_trajectory(surface: Surface, metric: str, projection: Projection, scale: Scale,
                       title: str, explained_variance: tuple[float, float] | None = None) -> Figure:
-    """Contour lines of ``metric`` with the projected optimizer path, its ends and learning-rate drops."""
-    fig = Figure(figsize=(COLUMN_WIDTH, 3.0), layout="constrained")
+    """Contour lines of ``metric`` with the projected optimizer path: start, end, and red dots
+    at learning-rate drops (the paper's marks), their epochs named in the legend."""
+    fig = Figure(figsize=(COLUMN_WIDTH, 3.3), layout="constrained")
     ax = fig.add_subplot()
-    _contour_lines(ax, surface, masked_values(surface, metric, log=scale.log), scale)
+    lines = _contour_lines(ax, surface, masked_values(surface, metric, log=scale.log), scale)
     ax.plot(projection.xcoord, projection.ycoord, "-", color="k", linewidth=0.9, marker=".", markersize=2.5,
             label="path")
-    ax.plot(projection.xcoord[:1], projection.ycoord[:1], "o", color="tab:green", markersize=4, label="start")
-    ax.plot(projection.xcoord[-1:], projection.ycoord[-1:], "*", color="tab:red", markersize=7, label="end")
     drops = projection.drop_indices()
     if len(drops):
-        ax.plot(projection.xcoord[drops], projection.ycoord[drops], "D", color="tab:orange", markersize=3.5,
-                label="lr drop")
-        for i in drops:
-            ax.annotate(f"ep {projection.epochs[i]}", (projection.xcoord[i], projection.ycoord[i]),
-                        xytext=(3, 3), textcoords="offset points", fontsize=6)
+        epochs = ", ".join(str(projection.epochs[i]) for i in drops)
+        ax.plot(projection.xcoord[drops], projection.ycoord[drops], "o", color="red", markersize=4,
+                linestyle="none", zorder=4, label=f"lr drop (epoch {epochs})")
+    ax.plot(projection.xcoord[:1], projection.ycoord[:1], "^", color="tab:green", markeredgecolor="k",
+            markeredgewidth=0.5, markersize=5, linestyle="none", zorder=5, label="start")
+    ax.plot(projection.xcoord[-1:], projection.ycoord[-1:], "*", color="gold", markeredgecolor="k",
+            markeredgewidth=0.5, markersize=8, linestyle="none", zorder=5, label="end")
+    _mark_diverged(ax, surface, metric, legend=False)
     _label_plane(ax, surface, explained_variance)
-    ax.legend(loc="best", framealpha=0.85)
-    ax.set_title(f"{title}\ncontours: {metric_label(metric, surface)}")
+    if len(lines.levels):
+        scale.colorbar(fig, lines, ax, metric_label(metric, surface))
+    fig.legend(loc="outside lower center", ncols=2, frameon=False)
+    if title:
+        ax.set_title(title)
     return fig
 
 
 def figure_compare(surfaces: Sequence[tuple[Surface, str]], metric: str, scale: Scale,
-                   explained_variances: Sequence[tuple[float, float] | None]) -> Figure:
-    """One panel per surface, filled contours on one shared colour scale and one colour bar."""
+                   explained_variances: Sequence[tuple[float, float] | None],
+                   title: str | None = None) -> Figure:
+    """One panel per (surface, panel title), filled contours on one shared colour scale and one colour bar."""
     n = len(surfaces)
     nrows = -(-n // 3)
     ncols = -(-n // nrows)  # at most three across, rows filled evenly
-    fig = Figure(figsize=(2.3 * ncols + 0.7, 2.2 * nrows + 0.2), layout="constrained")
+    fig = Figure(figsize=(2.3 * ncols + 0.7, 2.2 * nrows + 0.2 + (0.2 if title else 0)), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     filled = None
-    for i, ((surface, path), variance) in enumerate(zip(surfaces, explained_variances)):
+    for i, ((surface, panel_title), variance) in enumerate(zip(surfaces, explained_variances)):
         ax = axes.flat[i]
         z = masked_values(surface, metric, log=scale.log)
         filled = ax.contourf(surface.x, surface.y, z, levels=scale.levels(), norm=scale.norm(),
-                             cmap="viridis", extend="both")
+                             cmap=scale.cmap, extend="both")
         ax.contour(surface.x, surface.y, z, levels=scale.levels(), norm=scale.norm(),
                    colors="k", linewidths=0.3, alpha=0.5)
+        _mark_diverged(ax, surface, metric)
         _label_plane(ax, surface, variance)
         if i % ncols:
             ax.set_ylabel("")
         if i < n - ncols:
             ax.set_xlabel("")
-        title = short_name(surface, path)
-        if surface.fraction_done < 1:
-            title += f"\n{done_text(surface.fraction_done)}"
-        ax.set_title(title)
+        ax.set_title(panel_title)
     for ax in axes.flat[n:]:
         ax.set_axis_off()
     scale.colorbar(fig, filled, axes.ravel().tolist(), metric_label(metric, surfaces[0][0]), shrink=0.7)
+    if title:
+        fig.suptitle(title)
     return fig
 
 
-def _contour_lines(ax, surface: Surface, z: np.ma.MaskedArray, scale: Scale) -> None:
+def _contour_lines(ax, surface: Surface, z: np.ma.MaskedArray, scale: Scale):
     """The reference's contour plot: lines at the scale's levels, each labelled with its value."""
     lines = ax.contour(surface.x, surface.y, z, levels=scale.levels(), norm=scale.norm(),
-                       cmap="viridis", linewidths=0.8)
+                       cmap=scale.cmap, linewidths=0.8)
     if len(lines.levels):
         ax.clabel(lines, inline=True, fontsize=5.5, fmt="%.3g")
+    return lines
+
+
+def _mark_diverged(ax, surface: Surface, metric: str, legend: bool = True) -> None:
+    """A grey × at each finished point where the network diverged (a gap in the colours)."""
+    iy, ix = np.nonzero(diverged_mask(surface, metric))
+    if len(ix):
+        ax.plot(surface.x[ix], surface.y[iy], **DIVERGED_STYLE)
+        if legend:
+            ax.legend(loc="upper right", fontsize=5.5, framealpha=0.8, handlelength=1)
 
 
 def _surface_3d(surface: Surface, z: np.ma.MaskedArray, label: str, scale: Scale, title: str,
-                explained_variance: tuple[float, float] | None) -> Figure:
-    """A shaded 3D surface; with ``log`` its height is log10 of the metric (3D axes have no log scale)."""
-    fig = Figure(figsize=(COLUMN_WIDTH, 3.2), layout="constrained")
+                explained_variance: tuple[float, float] | None, log_height: bool) -> Figure:
+    """A shaded 3D surface coloured by the scale, clipped at its vmax, with a colour bar.
+
+    With ``log_height`` the height is log10 of the metric (3D axes have no log
+    scale) and its ticks are labelled in decades.
+    """
+    fig = Figure(figsize=(COLUMN_WIDTH, 3.0), layout="constrained")
     ax = fig.add_subplot(projection="3d")
     xx, yy = np.meshgrid(surface.x, surface.y)
-    height = np.log10(z) if scale.log else z
-    ax.plot_surface(xx, yy, height.filled(np.nan), cmap="coolwarm", linewidth=0,
-                    antialiased=True, rcount=200, ccount=200)
+    clipped = np.minimum(z.filled(np.nan), scale.vmax)
+    height = np.log10(clipped) if log_height else clipped
+    colours = matplotlib.colormaps[scale.cmap](scale.norm()(np.ma.masked_invalid(clipped)))
+    ax.plot_surface(xx, yy, height, facecolors=colours, linewidth=0, antialiased=True,
+                    rcount=200, ccount=200, shade=False)
+    mappable = matplotlib.cm.ScalarMappable(norm=scale.norm(), cmap=scale.cmap)
+    scale.colorbar(fig, mappable, ax, label, shrink=0.6, pad=0.08)
     ax.set_xlabel(axis_label("x", surface, explained_variance), labelpad=-2)
     ax.set_ylabel(axis_label("y", surface, explained_variance), labelpad=-2)
-    ax.set_zlabel(f"log10 {label}" if scale.log else label, labelpad=-2)
-    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+    ax.set_zlabel(label, labelpad=-2)
+    for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_locator(MaxNLocator(4))
+    if log_height:
+        ax.zaxis.set_major_locator(MultipleLocator(1))
+        ax.zaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{10.0 ** v:g}"))
+    else:
+        ax.zaxis.set_major_locator(MaxNLocator(4))
+    top = np.log10(scale.vmax) if log_height else scale.vmax
+    low = np.nanmin(height) if np.isfinite(height).any() else top - 1
+    ax.set_zlim(min(low, top - 1e-9), top)
     ax.tick_params(pad=-1)
-    ax.set_title(title)
+    if title:
+        ax.set_title(title)
     return fig
 
 
 def _label_plane(ax, surface: Surface, explained_variance: tuple[float, float] | None) -> None:
+    """Axis labels; α and β on one scale when they are in the same units and of similar ranges."""
     ax.set_xlabel(axis_label("x", surface, explained_variance))
     ax.set_ylabel(axis_label("y", surface, explained_variance))
+    if same_units(surface):
+        spans = np.ptp(surface.x), np.ptp(surface.y)
+        if min(spans) > 0 and max(spans) / min(spans) <= EQUAL_ASPECT_MAX:
+            ax.set_aspect("equal", adjustable="box")
+
+
+def same_units(surface: Surface) -> bool:
+    """Whether α and β measure the same thing: both random/PCA directions, or both model differences."""
+    config = surface.attrs.get("config") if isinstance(surface.attrs.get("config"), dict) else {}
+    return bool(config.get("model_file2")) == bool(config.get("model_file3"))
