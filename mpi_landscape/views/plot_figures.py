@@ -315,7 +315,7 @@ def _mark_diverged(ax, surface: Surface, metric: str, legend: bool = True) -> No
 
 def _surface_3d(surface: Surface, z: np.ma.MaskedArray, label: str, scale: Scale, title: str,
                 explained_variance: tuple[float, float] | None, log_height: bool) -> Figure:
-    """A shaded 3D surface coloured by the scale, clipped at its vmax, with a colour bar.
+    """A 3D surface coloured by the scale, clipped at its vmax, with a colour bar that names it.
 
     With ``log_height`` the height is log10 of the metric (3D axes have no log
     scale) and its ticks are labelled in decades.
@@ -329,10 +329,9 @@ def _surface_3d(surface: Surface, z: np.ma.MaskedArray, label: str, scale: Scale
     ax.plot_surface(xx, yy, height, facecolors=colours, linewidth=0, antialiased=True,
                     rcount=200, ccount=200, shade=False)
     mappable = matplotlib.cm.ScalarMappable(norm=scale.norm(), cmap=scale.cmap)
-    scale.colorbar(fig, mappable, ax, label, shrink=0.6, pad=0.08)
+    scale.colorbar(fig, mappable, ax, label, shrink=0.6, pad=0.12)  # its label names the height too
     ax.set_xlabel(axis_label("x", surface, explained_variance), labelpad=-2)
     ax.set_ylabel(axis_label("y", surface, explained_variance), labelpad=-2)
-    ax.set_zlabel(label, labelpad=-2)
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_locator(MaxNLocator(4))
     if log_height:
