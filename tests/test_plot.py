@@ -10,6 +10,8 @@ checked as files (valid PNG/PDF, not a blank image) and as matplotlib objects
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -470,3 +472,11 @@ def test_partial_coarse_to_fine_file_is_drawn_at_its_finest_complete_lattice(tmp
     assert drawn.size == 25 and not np.ma.getmaskarray(drawn).any()  # a surface, not isolated dots
     done.ravel()[order[:81]] = True
     assert preview(read_surface(write_surface(tmp_path / "full.h5", x, x, done=done))).x.size == 9
+
+
+def test_views_and_their_entry_points_load_neither_torch_nor_mpi4py():
+    probe = ("import sys, mpi_landscape.plot, mpi_landscape.vtk, mpi_landscape.views.plot_render; "
+             "print(sorted(m for m in ('torch', 'mpi4py') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], text=True, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

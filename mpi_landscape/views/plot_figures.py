@@ -2,9 +2,12 @@
 
 Each builder takes surfaces already read and returns a ``matplotlib.figure.Figure``
 (no pyplot: no global state, no display, Agg for PNG and the PDF backend for
-PDF). Unfinished points are masked, so a partial file shows gaps, not zeros.
-The layouts are the reference's (plot_1D, plot_2D, plot_trajectory) and the
-paper's side-by-side comparison (Figure 6).
+PDF). Unfinished points are masked, so a partial file shows gaps, not zeros;
+points where the network diverged are gaps too, marked × (2D) or shaded (1D),
+never drawn as values. Colour bars carry round ticks, α and β share one scale
+when they are in the same units, and titles are short. The layouts are the
+reference's (plot_1D, plot_2D, plot_trajectory) and the paper's side-by-side
+comparison (Figure 6).
 """
 
 from __future__ import annotations
