@@ -110,6 +110,7 @@ class PlotConfig:
     def __post_init__(self) -> None:
         if self.dpi < 10:
             raise LandscapeError(f"--dpi {self.dpi}: give dots per inch, e.g. 300")
+        _ = self.label_list, self.acc_limits  # bad --labels or --acc_range: refused before any file is read
 
 
 def build_parser() -> argparse.ArgumentParser:
