@@ -282,24 +282,30 @@ def test_a_grid_too_small_for_second_differences_is_refused(tmp_path):
 # ---------------------------------------------------------------- the figures carry the numbers
 
 
-def test_compare_panels_carry_the_key_figures(tmp_path, capsys):
+def test_compare_panels_carry_the_key_figures(tmp_path, capsys, monkeypatch):
     from mpi_landscape import plot
-    from mpi_landscape.plot_data import key_figures
-    from mpi_landscape.plot_figures import Scale, figure_compare
+    from mpi_landscape.views.plot_data import key_figures, short_name
+    from mpi_landscape.views.plot_figures import figure_compare
 
     x, y = grid(41, 41)
     sharp = write_surface(tmp_path / "sharp.h5", x, y, metrics=bowl_metrics(x, y, 8.0, 2.0))
     flat = write_surface(tmp_path / "flat.h5", x, y, metrics=bowl_metrics(x, y, 2.0, 0.5))
-    surfaces = [(read_surface(p), p) for p in (sharp, flat)]
-    texts = [key_figures(p, s, "train_loss") for s, p in surfaces]
-    radius = summarize(sharp, surfaces[0][0], "train_loss", EPS)[0]["radius_mean"].value
+    texts = [key_figures(p, read_surface(p), "train_loss") for p in (sharp, flat)]
+    radius = summarize(sharp, read_surface(sharp), "train_loss", EPS)[0]["radius_mean"].value
     assert texts[0] == f"r̄ {radius:.2g} · λmax 8 · convex 100%"
-    fig = figure_compare(surfaces, "train_loss", Scale(0.1, 10, 0.5), [None, None], texts)
-    titles = [ax.get_title() for ax in fig.axes[:2]]
-    assert titles == [f"sharp.h5\n{texts[0]}", f"flat.h5\n{texts[1]}"]  # same checkpoint: file names
-    assert plot.main([sharp, flat, "--compare", "--annotate", "--format", "png",
-                      "--out", str(tmp_path / "cmp")]) == 0
-    assert capsys.readouterr().out.split() == [str(tmp_path / "cmp_train_loss_2dcompare.png")]
+    drawn = []
+    monkeypatch.setattr(plot, "figure_compare",
+                        lambda *args, **kwargs: drawn.append(figure_compare(*args, **kwargs)) or drawn[-1])
+
+    def titles(*flags):
+        assert plot.main([sharp, flat, "--compare", "--annotate", "--format", "png",
+                          "--out", str(tmp_path / "cmp"), *flags]) == 0
+        assert capsys.readouterr().out.split() == [str(tmp_path / "cmp_train_loss_2dcompare.png")]
+        return [ax.get_title() for ax in drawn[-1].axes[:2]]
+
+    name = short_name(read_surface(sharp), sharp)  # the same checkpoint: told apart by file
+    assert titles() == [f"{name} [sharp.h5]\n{texts[0]}", f"{name} [flat.h5]\n{texts[1]}"]
+    assert titles("--labels", "sharp,flat") == [f"sharp\n{texts[0]}", f"flat\n{texts[1]}"]
     with pytest.raises(SystemExit) as stopped:
         plot.main([sharp, "--annotate"])
     assert stopped.value.code == 2 and "add --compare" in capsys.readouterr().err
@@ -309,15 +315,15 @@ def test_band_of_1d_random_directions_is_mean_plus_minus_std(tmp_path, capsys):
     from matplotlib.collections import PolyCollection
 
     from mpi_landscape import plot
-    from mpi_landscape.plot_figures import figure_band
+    from mpi_landscape.views.plot_figures import figure_band
 
     x = np.linspace(-1, 1, 21)
     paths = [write_surface(tmp_path / f"line{k}.h5", x,
                            metrics={"train_loss": 0.1 + lam * x ** 2, "train_acc": 90 + 0 * x})
              for k, lam in enumerate((1.0, 3.0))]
     mean, std = 0.1 + 2.0 * x ** 2, 1.0 * x ** 2
-    fig = figure_band(x, summary.curve_set(np.stack([0.1 + x ** 2, 0.1 + 3 * x ** 2])), 2,
-                           "loss", "two directions")
+    fig = figure_band(read_surface(paths[0]), summary.curve_set(np.stack([0.1 + x ** 2, 0.1 + 3 * x ** 2])),
+                      2, "train_loss", "two directions")
     (band,) = [c for c in fig.axes[0].collections if isinstance(c, PolyCollection)]
     vertices = band.get_paths()[0].vertices
     assert vertices[:, 1].max() == pytest.approx((mean + std).max())
@@ -325,6 +331,9 @@ def test_band_of_1d_random_directions_is_mean_plus_minus_std(tmp_path, capsys):
     np.testing.assert_allclose(fig.axes[0].lines[-1].get_ydata(), mean)
     assert plot.main([*paths, "--band", "--format", "png", "--out", str(tmp_path / "lines")]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "lines_train_loss_1d_band.png")]
+    with pytest.raises(SystemExit) as stopped:
+        plot.main([*paths, "--band", "--labels", "a,b"])
+    assert stopped.value.code == 2 and "leave out --labels or --band" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- the worked comparison, shrunk
