@@ -22,7 +22,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from .evaluate import per_sample_loss
+from .directions import is_covered
+from .evaluate import PointEvaluator, largest_fitting_batch, per_sample_loss
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
@@ -30,7 +31,7 @@ Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
 def covered_parameters(net: torch.nn.Module, ignore: str = "biasbn") -> list[torch.nn.Parameter]:
     """The parameters a ``--dir_type weights`` direction moves: with ``ignore="biasbn"`` only dim > 1."""
-    return [p for p in net.parameters() if not (ignore == "biasbn" and p.dim() <= 1)]
+    return [p for p in net.parameters() if is_covered(p, ignore)]
 
 
 class Hessian:
@@ -148,8 +149,9 @@ def extreme_eigenpairs(matvec: Matvec, dim: int, k: int = 1, tol: float = 1e-4, 
     """λmax (and the k largest) and λmin of a symmetric operator, by Lanczos.
 
     Converged when each wanted Ritz pair's residual ‖Hx − θx‖ is at most
-    ``tol``·|θ|, which bounds the relative error of the eigenvalue by ``tol``
-    (in practice it is far smaller: the error goes with the residual squared).
+    ``tol``·max|θ| (max|θ| estimates ‖H‖), which bounds each eigenvalue's error
+    by ``tol``·‖H‖ -- the error of |λmin/λmax| by about ``tol`` -- and in
+    practice by far less: the error goes with the residual squared.
     The start vector is a seeded Gaussian drawn on the CPU, so every process
     of a sharded job runs the same iteration.
     """
@@ -162,8 +164,8 @@ def extreme_eigenpairs(matvec: Matvec, dim: int, k: int = 1, tol: float = 1e-4, 
 
     def converged(run: LanczosRun) -> bool:
         theta, _, residuals = run.ritz()
-        return len(theta) > k and all(float(residuals[i]) <= tol * abs(float(theta[i]))
-                                      for i in top(len(theta)) + [0])
+        scale = float(theta.abs().max())
+        return len(theta) > k and all(float(residuals[i]) <= tol * scale for i in top(len(theta)) + [0])
 
     run = lanczos(matvec, start.to(device), max_steps, converged)
     theta, s, residuals = run.ritz()
@@ -225,3 +227,53 @@ def density_on_grid(nodes: torch.Tensor, weights: torch.Tensor, points: int = 10
     density /= len(nodes)
     total = torch.trapezoid(density, grid)
     return grid, density / total if total > 0 else density
+
+
+HESSIAN_METRICS = ("max_eig", "min_eig", "eig_ratio")  # the reference's dataset names, and |λmin/λmax|
+
+
+class PointCurvature:
+    """``max_eig``, ``min_eig`` and ``eig_ratio`` of the Hessian at whatever point the model is set to.
+
+    ``batches`` streams the split the Hessian is taken on (device-resident,
+    as for loss points); the same seeded start vector is used at every point,
+    so a point's values do not depend on which rank computed it or when.
+    """
+
+    def __init__(self, net: torch.nn.Module, batches: Batches, n_samples: int, loss_name: str,
+                 ignore: str = "biasbn", tol: float = 1e-3, max_steps: int = 100, seed: int = 0):
+        self.hessian = Hessian(net, covered_parameters(net, ignore), batches, n_samples, loss_name)
+        self.tol, self.max_steps, self.seed = tol, max_steps, seed
+
+    def __call__(self) -> dict[str, float]:
+        pairs = extreme_eigenpairs(self.hessian, self.hessian.dim, 1, self.tol, self.max_steps,
+                                   self.seed, self.hessian.device)
+        ratio = abs(pairs.min_value / pairs.max_value) if pairs.max_value != 0 else float("inf")
+        return {"max_eig": pairs.max_value, "min_eig": pairs.min_value, "eig_ratio": ratio}
+
+    @classmethod
+    def of_evaluator(cls, evaluator: PointEvaluator, split: str, ignore: str, tol: float,
+                     max_steps: int, seed: int) -> "PointCurvature":
+        """Curvature on ``split`` of a PointEvaluator's model and resident data (its point, its device).
+
+        On a GPU the batch is the largest whose Hessian-vector product fits
+        (double backward takes several times the memory of a forward pass).
+        """
+        start, end = evaluator.data.split(split)
+        size = evaluator.batch_size
+
+        def batches():
+            return ((x, t) for x, t, _ in evaluator.data.batches(size, start, end))
+
+        curvature = cls(evaluator.net, batches, end - start, evaluator.loss_name, ignore, tol, max_steps, seed)
+        if evaluator.device.type == "cuda" and evaluator.fixed_batch_size is None:
+            probe = torch.zeros(curvature.hessian.dim, dtype=torch.float64, device=evaluator.device)
+
+            def product_fits(batch: int) -> None:
+                stop = min(start + batch, end)
+                one_batch = lambda: ((x, t) for x, t, _ in evaluator.data.batches(batch, start, stop))  # noqa: E731
+                Hessian(evaluator.net, curvature.hessian.params, one_batch, 1, evaluator.loss_name)(probe)
+                torch.cuda.synchronize(evaluator.device)
+
+            size = largest_fitting_batch(product_fits, size, release=torch.cuda.empty_cache)
+        return curvature
