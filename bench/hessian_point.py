@@ -14,7 +14,9 @@ twice (λmax, then λmin shifted). Points alternate between the two in one
 process, so machine noise hits both alike; the ratio of median seconds is
 printed and written to ``results/hessian_point_<machine>.json``, with the
 eigenvalues of both (the reference's divided by its number of batches, which
-its summing multiplies them by).
+its summing multiplies them by). Then the engine alone times every point of
+a small grid, to show how unequal Hessian points are and what that costs a
+static split of the grid against dynamic scheduling (``point_cost_spread``).
 """
 
 from __future__ import annotations
@@ -69,6 +71,40 @@ def measure(model: str, samples: int, points: int, tol: float, workers: int, dev
             "ratio": reference_median / engine_median, "points": rows}
 
 
+def point_cost_spread(model: str, samples: int, side: int, tol: float, device: str) -> dict:
+    """Engine seconds and Lanczos steps at every point of a side × side grid on [-1, 1]².
+
+    Hessian points differ in cost (Lanczos needs more steps where the spectrum
+    is crowded), so a static split of the grid waits for its dearest share.
+    From these measured costs, the wall time of the reference's static
+    schedule (a contiguous 1/N per rank) and of a dynamic one (each point to
+    the first free rank, as the coordinator hands them out) are worked out
+    for N ranks: a replay of the measured costs, not an MPI run (``scaling.py``
+    measures the coordinator itself).
+    """
+    w = mlp_workload() if model == "demo_mlp" else image_workload(model, samples)
+    engine = PointEvaluator(copy.deepcopy(w.net), "weights", w.x_dir, w.y_dir,
+                            {"train": SplitData(w.inputs[:samples], w.targets[:samples])}, device=device)
+    curvature = PointCurvature.of_evaluator(engine, "train", "none", tol, 300, seed=0)
+    seconds, steps = [], []
+    for beta in np.linspace(-1, 1, side):
+        for alpha in np.linspace(-1, 1, side):
+            before, start = curvature.hessian.products, time.perf_counter()
+            engine(alpha, beta)
+            curvature()
+            seconds.append(time.perf_counter() - start)
+            steps.append(curvature.hessian.products - before)
+    schedules = {}
+    for ranks in (2, 4, 8):
+        static = max(sum(part) for part in np.array_split(np.array(seconds), ranks))
+        free = [0.0] * ranks
+        for cost in seconds:
+            free[free.index(min(free))] += cost
+        schedules[str(ranks)] = {"static_seconds": static, "dynamic_seconds": max(free),
+                                 "gain": static / max(free)}
+    return {"grid": side, "seconds": seconds, "lanczos_steps": steps, "schedules": schedules}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="demo_mlp", help="comma list: demo_mlp, resnet20, resnet56, ...")
@@ -77,6 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--points", type=int, default=3, help="grid points timed per evaluator (θ* first)")
     p.add_argument("--tol", type=float, default=1e-3, help="eigenvalue tolerance of both")
     p.add_argument("--ref_workers", type=int, default=2, help="DataLoader workers of the reference style")
+    p.add_argument("--grid", type=int, default=5, help="side of the grid whose per-point costs are replayed")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p.parse_args(argv)
 
@@ -93,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['reference_median_seconds']:>9.3g} {r['ratio']:>6.1f} "
               f"{centre['engine']['max_eig']:>12.6g} {centre['reference']['max_eig']:>12.6g} "
               f"{centre['engine']['min_eig']:>12.6g} {centre['reference']['min_eig']:>12.6g}", flush=True)
+        spread = point_cost_spread(model, args.samples, args.grid, args.tol, args.device)
+        r["cost_spread"] = spread
+        print(f"  {args.grid}x{args.grid} grid: {min(spread['lanczos_steps'])}-{max(spread['lanczos_steps'])} "
+              f"Lanczos steps a point, {min(spread['seconds']):.3g}-{max(spread['seconds']):.3g} s; "
+              + ", ".join(f"{n} ranks: static {v['static_seconds']:.3g} s, dynamic {v['dynamic_seconds']:.3g} s "
+                          f"({v['gain']:.2f}x)" for n, v in spread["schedules"].items()), flush=True)
         results.append(r)
     path = write_result("hessian_point", machine_name(args.device),
                         {"environment": environment(args.device), "results": results})

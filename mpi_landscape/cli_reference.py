@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-ENTRY_POINTS = ("surface", "interpolate", "trajectory", "train", "plot", "vtk", "demo")
+ENTRY_POINTS = ("surface", "interpolate", "trajectory", "hessian", "train", "plot", "vtk", "demo")
 HEADER = """# Command-line reference
 
 Generated from the commands' own parsers by `python -m mpi_landscape.cli_reference docs/cli.md`;
