@@ -140,13 +140,19 @@ def check_request(config: HessianConfig) -> None:
 def run(config: HessianConfig, comm=None, command_line: list[str] | None = None) -> Spectrum:
     """Compute the spectrum of ``config`` on the ranks of ``comm``; rank 0 writes the files."""
     ctx = Context(comm)
-    ctx.from_root(lambda: check_request(config))
+    held: dict = {}
+
+    def prepare() -> None:  # on rank 0 first: a refused request ends every rank with one message
+        check_request(config)
+        held.update(net=load_network(config.model, config.model_file), data=_load_split(config, config.download))
+
+    ctx.from_root(prepare)
     with ctx.abort_on_error():
         started = time.perf_counter()
         device = ctx.device()
-        net = load_network(config.model, config.model_file).to(device).eval()
-        data = load_splits(config.dataset, [config.split], config.datapath, config.raw_data,
-                           config.data_split, config.seed, config.download and ctx.is_root)[config.split]
+        # rank 0 has downloaded the data if it had to: the others only read it
+        net = (held["net"] if ctx.is_root else load_network(config.model, config.model_file)).to(device).eval()
+        data = held["data"] if ctx.is_root else _load_split(config, download=False)
         inputs, targets = data.inputs[ctx.rank::ctx.size].to(device), data.targets[ctx.rank::ctx.size].to(device)
         size = config.batch_size
 
@@ -171,6 +177,11 @@ def run(config: HessianConfig, comm=None, command_line: list[str] | None = None)
         if ctx.is_root:
             _write_outputs(config, net, pairs, spectrum)
         return spectrum
+
+
+def _load_split(config: HessianConfig, download: bool):
+    return load_splits(config.dataset, [config.split], config.datapath, config.raw_data,
+                       config.data_split, config.seed, download)[config.split]
 
 
 def _provenance(config: HessianConfig, ctx: Context, hessian: Hessian, pairs, seconds: float,
