@@ -79,9 +79,9 @@ class Hessian:
 class LanczosRun:
     """A Krylov basis Q (steps × dim, orthonormal rows) and its tridiagonal T = QᵀHQ."""
 
-    alphas: torch.Tensor
-    betas: torch.Tensor  # off-diagonal; betas[-1] is the residual norm after the last step
-    basis: torch.Tensor
+    alphas: torch.Tensor  # on the host
+    betas: torch.Tensor  # off-diagonal, on the host; betas[-1] is the residual norm after the last step
+    basis: torch.Tensor  # on the device
 
     def tridiagonal(self) -> torch.Tensor:
         m = len(self.alphas)
@@ -95,7 +95,7 @@ class LanczosRun:
 
     def vectors(self, s: torch.Tensor, which: list[int]) -> torch.Tensor:
         """The Ritz vectors ``which`` (columns of ``s``) in the full space, one per row."""
-        return s[:, which].T @ self.basis
+        return s[:, which].T.to(self.basis.device) @ self.basis
 
 
 def lanczos(matvec: Matvec, start: torch.Tensor, max_steps: int,
@@ -108,23 +108,25 @@ def lanczos(matvec: Matvec, start: torch.Tensor, max_steps: int,
     dim = start.numel()
     max_steps = min(max_steps, dim)
     basis = torch.zeros(max_steps, dim, dtype=torch.float64, device=start.device)
-    alphas, betas = [], []
+    alphas: list[float] = []
+    betas: list[float] = []  # one host sync per step; T and its eigenproblem stay on the host
     q = start.double() / start.double().norm()
-    for step in range(max_steps):
+    while True:
+        step = len(alphas)
         basis[step] = q
         w = matvec(q)
-        alphas.append(torch.dot(w, q))
+        alphas.append(float(torch.dot(w, q)))
         known = basis[:step + 1]
         for _ in range(2):
             w = w - known.T @ (known @ w)
         beta = w.norm()
-        betas.append(beta)
-        run = LanczosRun(torch.stack(alphas), torch.stack(betas), basis[:step + 1])
-        scale = max(abs(float(a)) for a in alphas) + float(beta)
-        if float(beta) <= 1e-12 * scale or step + 1 == max_steps or converged(run):
+        betas.append(float(beta))
+        run = LanczosRun(torch.tensor(alphas, dtype=torch.float64), torch.tensor(betas, dtype=torch.float64),
+                         known)
+        invariant = betas[-1] <= 1e-12 * (max(map(abs, alphas)) + betas[-1])
+        if invariant or step + 1 == max_steps or converged(run):
             return run
         q = w / beta
-    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -205,8 +207,8 @@ def spectral_density(matvec: Matvec, dim: int, runs: int = 1, steps: int = 90, s
         run = lanczos(matvec, v.to(device), steps)
         theta, s = torch.linalg.eigh(run.tridiagonal())
         pad = steps - len(theta)  # an invariant Krylov space ends a run early: zero-weight padding
-        nodes.append(torch.cat([theta, theta.new_full((pad,), float(theta[-1]))]).cpu())
-        weights.append(torch.cat([s[0] ** 2, s.new_zeros(pad)]).cpu())
+        nodes.append(torch.cat([theta, theta.new_full((pad,), float(theta[-1]))]))
+        weights.append(torch.cat([s[0] ** 2, s.new_zeros(pad)]))
     return torch.stack(nodes), torch.stack(weights)
 
 
