@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-ENTRY_POINTS = ("surface", "interpolate", "trajectory", "train", "plot", "vtk", "summary", "demo")
+ENTRY_POINTS = ("surface", "interpolate", "trajectory", "hessian", "train", "plot", "vtk", "summary", "demo")
 PARSER_MODULES = {"summary": "summary.command"}  # a package whose parser lives beside its numbers
 HEADER = """# Command-line reference
 

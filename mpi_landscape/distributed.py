@@ -117,6 +117,16 @@ class Context:
             raise value
         return value
 
+    def sum_over_ranks(self, values: np.ndarray) -> np.ndarray:
+        """The elementwise sum of ``values`` over all ranks, on every rank (one Allreduce)."""
+        if self.size == 1:
+            return values
+        from mpi4py import MPI
+
+        total = np.empty_like(values)
+        self.comm.Allreduce(np.ascontiguousarray(values), total, op=MPI.SUM)
+        return total
+
     @contextmanager
     def stop_on_signals(self) -> Iterator[None]:
         """While inside, SIGUSR1/SIGTERM request a clean stop instead of killing the process.

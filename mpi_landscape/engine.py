@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .curvature import HESSIAN_METRICS, PointCurvature
 from .data import load_splits
 from .directions import (create_directions, describe_directions, fingerprint, load_directions,
                          save_directions)
@@ -48,6 +49,8 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
     """Compute the surface of ``config`` (a SurfaceConfig) over ``comm``; returns rank 0's stats."""
     ctx = Context(comm)
     grid = config.grid
+    if config.hessian and config.dir_type != "weights":
+        raise LandscapeError("--hessian is the Hessian with respect to the parameters: use --dir_type weights")
     held: dict = {}
 
     def prepare() -> tuple[str, np.ndarray]:
@@ -68,8 +71,13 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
         if config.compile:
             evaluator.warm_up()
 
+        curvature = (PointCurvature.of_evaluator(evaluator, config.split_list[0], config.xignore,
+                                                 config.hessian_tol, config.hessian_max_iter, config.seed)
+                     if config.hessian else None)
+
         def evaluate_point(index: int) -> dict[str, float]:
-            return evaluator(*grid.point(index))
+            values = evaluator(*grid.point(index))
+            return {**values, **curvature()} if curvature else values
 
         if not ctx.is_root:
             ctx.run_grid(todo, evaluate_point, on_result=None)
@@ -129,6 +137,9 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
     }
     if config.data_split > 1:
         identity["data_seed"] = config.seed
+    if config.hessian:
+        identity["hessian"] = {"split": config.split_list[0], "ignore": config.xignore,
+                               "tol": config.hessian_tol, "max_iter": config.hessian_max_iter}
     provenance = {
         "command_line": " ".join(command_line or sys.argv),
         "config": dataclasses.asdict(config),
@@ -138,7 +149,7 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
         "directions": describe_directions(dir_file),
     }
     return SurfaceWriter.open(config.resolved_surf_file(), grid.xcoordinates(), grid.ycoordinates(),
-                              dir_file, metric_names(config.split_list), identity, provenance,
+                              dir_file, metric_names(config.split_list) + list(HESSIAN_METRICS) * config.hessian, identity, provenance,
                               flush_seconds=config.flush_seconds)
 
 

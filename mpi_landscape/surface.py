@@ -58,6 +58,9 @@ class SurfaceConfig:
     bn_batch_size: int = 128
     seed: int = 123
     coordinator_only: bool = False
+    hessian: bool = False
+    hessian_tol: float = 1e-3
+    hessian_max_iter: int = 100
     flush_seconds: float = 2.0
 
     @property
@@ -136,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--coordinator_only", action="store_true",
              help="rank 0 only hands out work and writes results (no evaluation)")
     add_flag(p, "--flush_seconds", type=float, help="longest time between snapshots of the surface file")
+    add_flag(p, "--hessian", action="store_true",
+             help="also max_eig, min_eig and eig_ratio=|min/max| of the Hessian of the first split's "
+                  "loss at every point (Lanczos; tens of Hessian-vector products per point)")
+    add_flag(p, "--hessian_tol", type=float,
+             help="Lanczos stops when every residual is below this fraction of |max_eig|")
+    add_flag(p, "--hessian_max_iter", type=int, help="most Hessian-vector products per point")
     for legacy in ("--mpi", "--cuda"):
         add_flag(p, legacy, action="store_true", help="accepted for old command lines; not needed")
     for legacy in ("--ngpu", "--threads"):

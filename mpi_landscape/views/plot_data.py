@@ -194,6 +194,9 @@ def axis_label(axis: str, surface: Surface,
     index = 0 if axis == "x" else 1
     if explained_variance is not None:
         return f"PC{index + 1} ({100 * explained_variance[index]:.1f}% of variance)"
+    eigenvalue = (surface.attrs.get("directions") or {}).get(f"{axis}_eigenvalue")
+    if eigenvalue is not None:
+        return f"{'α' if axis == 'x' else 'β'}  (Hessian eigenvector, λ = {eigenvalue:.4g})"
     config = _config(surface)
     if axis == "x" and config.get("model_file2"):
         return "α  (θ = θ₁ + α·(θ₂ − θ₁))"
