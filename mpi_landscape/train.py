@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
-import models
+import mpi_landscape_models as models
 
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
 from .data import CIFAR10_MEAN, CIFAR10_STD, cifar_inputs, load_splits, local_cifar10

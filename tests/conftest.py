@@ -40,7 +40,7 @@ def run_module(module: str, *args: str, ranks: int | None = None, cwd=None,
 
 def train_demo_net(seed: int = 0, steps: int = 150):
     """demo_mlp trained briefly on the demo spirals, so surfaces have a real minimum."""
-    import models
+    import mpi_landscape_models as models
     from mpi_landscape.data import demo_split
 
     torch.manual_seed(seed)
@@ -59,7 +59,7 @@ def train_demo_net(seed: int = 0, steps: int = 150):
 
 def demo_net(path) -> torch.nn.Module:
     """demo_mlp with the weights of the checkpoint at ``path``."""
-    import models
+    import mpi_landscape_models as models
 
     net = models.build_model("demo_mlp")
     models.load_checkpoint(net, path)
@@ -74,7 +74,7 @@ def demo_state(path) -> dict[str, torch.Tensor]:
 def demo_loss(state: dict[str, torch.Tensor], split: str) -> float:
     """Mean cross-entropy of demo_mlp with ``state`` over the whole demo split, in eval mode,
     computed directly rather than through the library's evaluator."""
-    import models
+    import mpi_landscape_models as models
     from mpi_landscape.data import demo_split
 
     net = models.build_model("demo_mlp")
@@ -87,7 +87,7 @@ def demo_loss(state: dict[str, torch.Tensor], split: str) -> float:
 @pytest.fixture(scope="session")
 def demo_checkpoint(tmp_path_factory) -> str:
     """A reference-layout .t7 of a briefly trained demo_mlp."""
-    import models
+    import mpi_landscape_models as models
 
     path = tmp_path_factory.mktemp("ckpt") / "demo.t7"
     models.save_checkpoint(str(path), train_demo_net(), epoch=1, acc=0.0)
@@ -111,7 +111,7 @@ caught while it runs, and raises on the rank named by FAIL_ON_RANK."""
 import os
 import time
 
-import models
+import mpi_landscape_models as models
 
 
 class Slow(models.build_model("demo_mlp").__class__):
