@@ -22,8 +22,6 @@ import sys
 import time
 from dataclasses import dataclass, replace
 
-import torch
-
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
 from .errors import LandscapeError
 from .train import TrainConfig, model_path, resumable_epochs, train
@@ -61,12 +59,7 @@ def ensure_trained(config: DemoConfig) -> str:
         training = replace(training, resume_epoch=done[-1])
     print(f"training demo_mlp on the spirals data for {config.epochs} epochs into {config.workdir}", flush=True)
     began = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a network this small trains fastest on one thread, and never fights for cores
-    try:
-        train(training)
-    finally:
-        torch.set_num_threads(threads)
+    train(training)
     print(f"trained in {time.perf_counter() - began:.1f} s")
     return checkpoint
 
