@@ -1,4 +1,5 @@
-"""Fixtures shared by the suite: a trained demo checkpoint, mpirun, the command runner, and a slow model."""
+"""Fixtures shared by the suite: a trained demo checkpoint, mpirun, the command runner, a slow
+model, and the ``slow`` marker that ``make test-fast`` leaves out."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -43,17 +45,20 @@ def train_demo_net(seed: int = 0, steps: int = 150):
     import mpi_landscape_models as models
     from mpi_landscape.data import demo_split
 
+    from mpi_landscape.threads import sized_thread_pool
+
     torch.manual_seed(seed)
     net = models.build_model("demo_mlp")
     data = demo_split("train")
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(0, len(data), (128,), generator=gen)
-        loss = torch.nn.functional.cross_entropy(net(data.inputs[idx]), data.targets[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    with sized_thread_pool(net, data.inputs, 128):
+        for _ in range(steps):
+            idx = torch.randint(0, len(data), (128,), generator=gen)
+            loss = torch.nn.functional.cross_entropy(net(data.inputs[idx]), data.targets[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return net.eval()
 
 
@@ -132,6 +137,69 @@ def slow_model(tmp_path) -> str:
     """The --model of SLOW_MODEL, written as slowmod.py into the test's tmp_path (run jobs there)."""
     (tmp_path / "slowmod.py").write_text(SLOW_MODEL)
     return "slowmod:build"
+
+
+# What makes a test slow, found by looking at the test rather than by marking each one: it is in
+# a module that drives the Slurm test cluster or clones the project, it uses a fixture that runs a
+# command, or it (or a helper of its module, or one of its fixtures) starts a process or a training run.
+SLOW_MODULES = {"test_launch", "test_slurm_harness", "test_getting_started"}
+SLOW_FIXTURES = {"demo_run", "slow_model"}
+SLOW_TESTS = {"test_evaluate.py::test_compiled_model_gives_the_same_surface"}  # torch.compile takes its time
+
+
+def _starts_work(obj) -> bool:
+    """Is ``obj`` something that starts a process or a training run?"""
+    from mpi_landscape.train import train
+
+    return obj is subprocess or obj is train or obj in (run_module, module_command)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: starts processes (mpirun, Slurm, git, pip) or trains a "
+                                       "network; `make test-fast` runs everything else")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)
+
+
+def _is_slow(item) -> bool:
+    module = item.module
+    if module.__name__ in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames):
+        return True
+    if f"{item.path.name}::{item.originalname}" in SLOW_TESTS:
+        return True
+    fixtures = [(d.func, sys.modules.get(d.func.__module__, module))
+                for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs]
+    for function, home in [(getattr(item, "function", None), module), *fixtures]:
+        namespace = vars(home)
+        if function is not None and any(_starts_work(namespace.get(n)) for n in _names_used(function, namespace, 3)):
+            return True
+    return False
+
+
+def _names_used(function, namespace: dict, depth: int) -> set[str]:
+    """The names ``function`` uses, and those used by the functions of its module that it calls."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return set()
+    names = _code_names(code)
+    if depth > 0:
+        for name in list(names):
+            helper = namespace.get(name)
+            if isinstance(helper, types.FunctionType) and helper is not function:
+                names |= _names_used(helper, namespace, depth - 1)
+    return names
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:  # nested functions and comprehensions
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
 
 
 @pytest.fixture(autouse=True)
