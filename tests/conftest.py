@@ -159,6 +159,13 @@ def pytest_configure(config):
                                        "network; `make test-fast` runs everything else")
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the test Slurm cluster if this session started it: the suite leaves no daemons behind."""
+    slurm_cluster = sys.modules.get("slurm_cluster")
+    if slurm_cluster is not None:
+        slurm_cluster.stop_started_cluster()
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if _is_slow(item):
