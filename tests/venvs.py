@@ -54,3 +54,20 @@ def pip(python: Path, *args: str, cwd: Path | None = None, timeout: float = 300)
     env = venv_env(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     return subprocess.run([str(python), "-m", "pip", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def give_clone_its_venv(clone: Path) -> Path:
+    """What `make install` leaves in a fresh clone, without downloading the pinned wheels again:
+    ``.venv`` over the test runner's packages, the clone installed editable into it, the MPICH
+    wheel's programs beside its python, and the stamp that tells make the install is done."""
+    venv = clone / ".venv"
+    python = venv_over_site_torch(venv)
+    proc = pip(python, "install", "--no-deps", "--no-build-isolation", "--ignore-installed", "-e", str(clone))
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stdout + proc.stderr)
+    runner_bin = Path(sys.executable).parent
+    for program in runner_bin.iterdir():
+        if program.name.startswith(("mpi", "hydra")) and not (venv / "bin" / program.name).exists():
+            (venv / "bin" / program.name).symlink_to(program.resolve())
+    (venv / ".installed").touch()
+    return python
