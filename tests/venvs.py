@@ -59,15 +59,18 @@ def pip(python: Path, *args: str, cwd: Path | None = None, timeout: float = 300)
 def give_clone_its_venv(clone: Path) -> Path:
     """What `make install` leaves in a fresh clone, without downloading the pinned wheels again:
     ``.venv`` over the test runner's packages, the clone installed editable into it, the MPICH
-    wheel's programs beside its python, and the stamp that tells make the install is done."""
+    wheel's programs and library where the wheel puts them, and the stamp that tells make the install is done."""
     venv = clone / ".venv"
     python = venv_over_site_torch(venv)
     proc = pip(python, "install", "--no-deps", "--no-build-isolation", "--ignore-installed", "-e", str(clone))
     if proc.returncode != 0:
         raise RuntimeError(proc.stdout + proc.stderr)
-    runner_bin = Path(sys.executable).parent
-    for program in runner_bin.iterdir():
-        if program.name.startswith(("mpi", "hydra")) and not (venv / "bin" / program.name).exists():
-            (venv / "bin" / program.name).symlink_to(program.resolve())
+    runner = Path(sys.prefix)
+    wheel_files = [*(p for p in (runner / "bin").iterdir() if p.name.startswith(("mpi", "hydra"))),
+                   *(p for p in (runner / "lib").iterdir() if not p.name.startswith("python"))]
+    for path in wheel_files:  # mpirun, its proxy, and the libmpi that mpi4py looks for under sys.prefix
+        link = venv / path.parent.name / path.name
+        if not link.exists():
+            link.symlink_to(path.resolve())
     (venv / ".installed").touch()
     return python
