@@ -76,7 +76,7 @@ class ComputedSurface(Surface):
         for index in np.flatnonzero(self.done.ravel()):
             writer.record(int(index), {k: float(v.ravel()[index]) for k, v in self.metrics.items()})
         writer.close()
-        self.path = path
+        self.path, self.dir_file = path, dir_file
         return path
 
     def plot(self, *flags: str) -> list[str]:

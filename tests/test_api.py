@@ -4,6 +4,8 @@ saved with the command line's own figure and file code."""
 
 from __future__ import annotations
 
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -143,3 +145,19 @@ def test_unsaved_surface_plots_into_a_temporary_folder(trained, spirals):
     surface = compute_surface(trained, spirals, **GRID, progress=False)
     figures = surface.plot("--format", "png", "--kinds", "contour")
     assert len(figures) == 1 and figures[0].endswith(".png") and surface.path is not None
+
+
+def test_library_page_documents_every_parameter_and_field():
+    import dataclasses
+    import inspect
+    from pathlib import Path
+
+    from mpi_landscape.api import ComputedSurface
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "library.md").read_text(encoding="utf-8")
+    parameters = set(inspect.signature(compute_surface).parameters)
+    fields = {f.name for f in dataclasses.fields(ComputedSurface) if not f.name.startswith("_")}
+    public = {"save", "plot", "vtk", "shape", "fraction_done"}
+    missing = sorted(name for name in parameters | fields | public if not re.search(rf"^\| `{name}\b", page, re.M)
+                     and not re.search(rf"^\| `\w+`, `{name}`", page, re.M))
+    assert not missing, missing
