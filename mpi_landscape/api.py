@@ -128,8 +128,8 @@ def compute_surface(net: torch.nn.Module, data: DataLike | Mapping[str, DataLike
         first = next(iter(splits.values()))
         with sized_thread_pool(net, first.inputs, evaluator.batch_size, device), \
                 _progress(grid.size, progress) as bar:
-            for index in grid.coarse_to_fine():
-                values = evaluator(*grid.point(int(index)))
+            for index, alpha, beta in _points(grid):
+                values = evaluator(alpha, beta)
                 for k in metrics:
                     metrics[k].ravel()[index] = values[k]
                 done.ravel()[index] = True
@@ -139,6 +139,15 @@ def compute_surface(net: torch.nn.Module, data: DataLike | Mapping[str, DataLike
     return ComputedSurface(grid.xcoordinates(), grid.ycoordinates(), metrics, done, None, attrs,
                            directions=(dx, dy if grid.is_2d else None), spec=spec,
                            _layout=(names, [t.shape for t in theta]))
+
+
+def _points(grid: Grid) -> Iterable[tuple[int, float, float]]:
+    """``(flat index, alpha, beta)`` of every point, coarse to fine, computed at once (a small
+    network's point takes about a millisecond, so per-point bookkeeping shows)."""
+    order = grid.coarse_to_fine()
+    iy, ix = np.divmod(order, grid.x.num)
+    betas = grid.ycoordinates()[iy] if grid.is_2d else np.zeros(len(order))
+    return zip(order.tolist(), grid.xcoordinates()[ix].tolist(), betas.tolist())
 
 
 def as_split(value: DataLike, dtype: torch.dtype = torch.float32) -> SplitData:
