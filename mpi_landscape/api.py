@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .directions import Direction, DirectionSpec, create_directions, describe_directions, model_tensors
+from .directions import (Direction, DirectionSpec, create_directions, describe_directions, model_tensors,
+                         save_directions)
 from .errors import LandscapeError
 from .evaluate import PointEvaluator, SplitData, metric_names
 from .grid import Grid
@@ -50,7 +51,7 @@ class ComputedSurface(Surface):
     directions: tuple[Direction, Direction | None] = (None, None)
     spec: DirectionSpec = field(default_factory=DirectionSpec)
     path: str | None = None
-    _layout: tuple[list[str], list[torch.Size]] = ((), ())
+    _net: torch.nn.Module | None = field(default=None, repr=False)  # names and shapes for the direction file
 
     def save(self, path: str) -> str:
         """Write the surface file ``path`` and its direction file beside it (``<name>.directions.h5``),
@@ -61,13 +62,7 @@ class ComputedSurface(Surface):
         for existing in (path, dir_file):
             if os.path.exists(existing):
                 raise LandscapeError(f"{existing} exists: save to another path, or remove it first")
-        x, y = self.directions
-        names, shapes = self._layout
-        attrs = {**{k: getattr(self.spec, k) for k in ("dir_type", "xnorm", "ynorm", "xignore", "yignore",
-                                                        "same_dir", "seed")},
-                 "tensor_names": list(names), "tensor_shapes": [list(s) for s in shapes]}
-        to_numpy = lambda d: [t.detach().cpu().numpy() for t in d]  # noqa: E731
-        store.write_directions(dir_file, to_numpy(x), to_numpy(y) if y is not None else None, attrs)
+        save_directions(dir_file, self._net, self.spec, *self.directions)
         provenance = {"config": {**self.attrs, "dir_file": dir_file, "surf_file": path},
                       "directions": describe_directions(dir_file)}
         writer = store.SurfaceWriter.open(path, self.x, self.y, dir_file, list(self.metrics),
@@ -137,8 +132,7 @@ def compute_surface(net: torch.nn.Module, data: DataLike | Mapping[str, DataLike
     attrs = {"model": type(net).__name__, "loss_name": loss_name, "x": x, "y": y,
              "dataset_size": {k: len(v) for k, v in splits.items()}}
     return ComputedSurface(grid.xcoordinates(), grid.ycoordinates(), metrics, done, None, attrs,
-                           directions=(dx, dy if grid.is_2d else None), spec=spec,
-                           _layout=(names, [t.shape for t in theta]))
+                           directions=(dx, dy if grid.is_2d else None), spec=spec, _net=net)
 
 
 def _points(grid: Grid) -> Iterable[tuple[int, float, float]]:
