@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
 import sys
 from contextlib import contextmanager
 from typing import Iterator, TypeVar
@@ -16,10 +18,72 @@ from .errors import LandscapeError
 Config = TypeVar("Config")
 
 
+# A value that starts with a minus but is a number or a grid spec ("-1", "-0.5:1.5:401"), never a flag.
+NEGATIVE_VALUE = re.compile(r"^-\.?\d[\d.eE+-]*(:[-\d.eE+]*)*$")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults appended to each flag's help, unless the help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default is None:
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are printed once per job, not once per MPI rank,
+    and which reads ``--x -1:1:51`` (a space before a negative value) as ``--x=-1:1:51``."""
+
+    def error(self, message: str):
+        if launched_rank() == 0:
+            self.print_usage(sys.stderr)
+            print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        return super().parse_args(self.join_negative_values(sys.argv[1:] if args is None else args),
+                                  namespace)
+
+    def join_negative_values(self, argv: list[str]) -> list[str]:
+        """``[flag, value]`` as ``flag=value`` where ``flag`` takes one value and ``value`` looks
+        like a negative number or grid spec, which argparse would otherwise take for a flag."""
+        takes_value = {name for action in self._actions if action.nargs is None and action.option_strings
+                       for name in action.option_strings}
+        joined: list[str] = []
+        values = iter(argv)
+        for token in values:
+            if token in takes_value:
+                value = next(values, None)
+                if value is not None and NEGATIVE_VALUE.match(value):
+                    joined.append(f"{token}={value}")
+                    continue
+                joined.append(token)
+                if value is not None:
+                    joined.append(value)
+                continue
+            joined.append(token)
+        return joined
+
+
+# Where the launchers (MPICH's and Open MPI's mpirun, PMIx, srun) tell a process its rank before MPI starts.
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
+
+
+def launched_rank() -> int:
+    """This process's rank in the job: the launcher's word for it (known before MPI starts), else MPI's."""
+    from .distributed import world_rank
+
+    for name in RANK_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return world_rank()
+
+
 def new_parser(module: str, config_type: type, description: str) -> argparse.ArgumentParser:
     """A parser whose defaults are the config dataclass's, shown in ``--help``, with ``--version``."""
-    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(prog=f"python -m {module}", description=description, formatter_class=HelpFormatter)
     parser.set_defaults(**{f.name: f.default for f in dataclasses.fields(config_type)})
     parser.add_argument("--version", action="version", version=f"mpi_landscape {__version__}")
     return parser
@@ -51,8 +115,6 @@ def exit_on_user_error() -> Iterator[None]:
     try:
         yield
     except LandscapeError as exc:
-        from .distributed import world_rank
-
-        if world_rank() == 0:
+        if launched_rank() == 0:
             print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -6,6 +6,7 @@ documented flags cannot drift from the real ones.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
@@ -31,13 +32,22 @@ def render() -> str:
     return "\n".join(sections)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The page's one optional argument: where to write it."""
+    parser = argparse.ArgumentParser(prog="python -m mpi_landscape.cli_reference",
+                                     description="Write the command-line reference page (Markdown).")
+    parser.add_argument("out", nargs="?", help="file to write, e.g. docs/cli.md (default: print the page)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Print the page, or write it to the file named."""
+    out = build_parser().parse_args(argv).out
     text = render()
-    if argv:
-        with open(argv[0], "w", encoding="utf-8") as f:
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
             f.write(text)
-        print(f"wrote {argv[0]}")
+        print(f"wrote {out}")
     else:
         print(text)
     return 0

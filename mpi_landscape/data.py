@@ -52,9 +52,9 @@ def _cifar10(root: str, train: bool, raw_data: bool, download: bool) -> SplitDat
     """One CIFAR-10 split through torchvision's loader, normalized as for evaluation."""
     try:
         ds = local_cifar10(root, train, download)
-    except RuntimeError as exc:
+    except RuntimeError:
         raise LandscapeError(
-            f"CIFAR-10 not found or incomplete under --datapath {root} ({exc}). Put the "
+            f"CIFAR-10 not found or incomplete under --datapath {root}. Put the "
             f"extracted 'cifar-10-batches-py' folder there, or add --download once to fetch it"
         ) from None
     return SplitData(cifar_inputs(ds.data, raw_data), torch.tensor(ds.targets, dtype=torch.int64))

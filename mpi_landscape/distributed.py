@@ -20,7 +20,6 @@ keeps every result, and the job ends so a rerun continues from the file.
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import sys
@@ -94,8 +93,9 @@ class Context:
             device = torch.device("cuda", self.local_rank % torch.cuda.device_count())
             torch.cuda.set_device(device)
             return device
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        torch.set_num_threads(max(1, (cores or 1) // self.local_size))
+        from .threads import cores_per_process
+
+        torch.set_num_threads(cores_per_process(self.local_size))
         return torch.device("cpu")
 
     def from_root(self, make: Callable[[], object]) -> object:

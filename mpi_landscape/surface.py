@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Compute loss and accuracy over a 1D line or a 2D grid of θ* + α·δ + β·η "
         "into one HDF5 file, over MPI ranks when run under mpirun.")
     add_flag(p, "--model", help="registered model name (e.g. resnet56) or package.module:factory")
-    add_flag(p, "--model_file", help="checkpoint of θ* (.t7 from the reference, a state_dict, or ours)")
+    add_flag(p, "--model_file", required=True, help="checkpoint of θ* (.t7 from the reference, a state_dict, or ours)")
     add_flag(p, "--model_file2", help="second model: x direction becomes θ2 − θ1 (interpolation)")
     add_flag(p, "--model_file3", help="third model: y direction becomes θ3 − θ1 (plane of three)")
     add_flag(p, "--x", help="x axis as min:max:num, e.g. --x=-1:1:51")

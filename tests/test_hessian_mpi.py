@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-import models
+import mpi_landscape_models as models
 from conftest import module_command, run_module
 from mpi_landscape import hessian
 from mpi_landscape.cli import parse_config

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import models
+import mpi_landscape_models as models
 from conftest import PYTHON, demo_net, find_mpirun, module_command, run_module
 from mpi_landscape import surface
 from mpi_landscape.data import demo_split
