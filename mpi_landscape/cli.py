@@ -18,11 +18,22 @@ Config = TypeVar("Config")
 
 def new_parser(module: str, config_type: type, description: str) -> argparse.ArgumentParser:
     """A parser whose defaults are the config dataclass's, shown in ``--help``, with ``--version``."""
-    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(prog=f"python -m {module}", description=description,
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.set_defaults(**{f.name: f.default for f in dataclasses.fields(config_type)})
     parser.add_argument("--version", action="version", version=f"mpi_landscape {__version__}")
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one ``error:`` line, printed once per job (exit 2)."""
+
+    def error(self, message: str):
+        from .distributed import launch_rank
+
+        if launch_rank() == 0:
+            print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
@@ -47,12 +58,20 @@ def config_from(config_type: type[Config], values: dict) -> Config:
 
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
-    """Print a LandscapeError as one line on rank 0 and exit with status 2."""
+    """Print a LandscapeError as one line on rank 0 and exit with status 2.
+
+    A failure every rank of a job raised alike (``JobFailed``) is printed on
+    rank 0 too, as it is, and exits with its own status.
+    """
+    from .distributed import JobFailed, world_rank
+
     try:
         yield
+    except JobFailed as failure:
+        if world_rank() == 0:
+            print(failure.text.rstrip("\n"), file=sys.stderr)
+        sys.exit(failure.code)
     except LandscapeError as exc:
-        from .distributed import world_rank
-
         if world_rank() == 0:
             print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -28,10 +28,12 @@ from .directions import (create_directions, describe_directions, fingerprint, lo
 from .distributed import Context, RunStats
 from .errors import LandscapeError, require_folder
 from .evaluate import PointEvaluator, SplitData, metric_names
+from .grid import Grid
 from .networks import checkpoint_sha256, load_network
 from .store import SurfaceWriter
 
 PRECISION_WARN_GAP = 0.01  # relative loss gap at the centre above which reduced precision is flagged
+BOOKKEEPING_BYTES_PER_POINT = 80  # rank 0's per-point cost beside the metrics: order, queue, done mask
 
 
 @dataclass
@@ -45,28 +47,39 @@ class Inputs:
 
 
 def run_surface(config, comm=None, command_line: list[str] | None = None) -> RunStats:
-    """Compute the surface of ``config`` (a SurfaceConfig) over ``comm``; returns rank 0's stats."""
+    """Compute the surface of ``config`` (a SurfaceConfig) over ``comm``; returns rank 0's stats.
+
+    Everything a user can get wrong is checked before the first point, on the
+    rank that can see it: the request and the surface file on rank 0, the data
+    and the model (one forward pass of one batch) on every rank.
+    """
     ctx = Context(comm)
     grid = config.grid
     held: dict = {}
 
     def prepare() -> tuple[str, np.ndarray]:
+        _check_request(config, grid)
         inputs, dir_file = _load_inputs(config, create_missing=True)
         writer = _open_surface(config, inputs, dir_file, ctx, command_line)
         held.update(inputs=inputs, writer=writer)
+        for note in writer.notes:
+            print(note, file=sys.stderr, flush=True)
         return dir_file, writer.remaining(grid.coarse_to_fine())
 
-    dir_file, todo = ctx.from_root(prepare)
-    with ctx.abort_on_error(), ctx.stop_on_signals():
+    def build_evaluator() -> PointEvaluator:
         # rank 0 has downloaded the data if it had to: the others only read it
         inputs = (held["inputs"] if ctx.is_root else
                   _load_inputs(dataclasses.replace(config, download=False), dir_file=dir_file)[0])
-        device = ctx.device()
         evaluator = PointEvaluator(inputs.net, config.dir_type, inputs.x, inputs.y, inputs.splits,
-                                   config.loss_name, config.batch_size, device, config.precision,
+                                   config.loss_name, config.batch_size, ctx.device(), config.precision,
                                    config.compile, config.bn, config.bn_batch_size)
         if config.compile:
             evaluator.warm_up()
+        return evaluator
+
+    dir_file, todo = ctx.from_root(prepare)
+    with ctx.abort_on_error(), ctx.stop_on_signals():
+        evaluator = ctx.on_every_rank(build_evaluator)
 
         def evaluate_point(index: int) -> dict[str, float]:
             return evaluator(*grid.point(index))
@@ -87,6 +100,36 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
         writer.close(_timings(stats, ctx, evaluator))
         _summary(stats, ctx, writer)
         return stats
+
+
+def _check_request(config, grid: Grid) -> None:
+    """Refuse, before anything is loaded or written, a grid that cannot be computed here."""
+    limit = float(np.finfo(np.float32).max)
+    for flag, axis in (("--x", grid.x), ("--y", grid.y)):
+        if axis is not None and max(abs(axis.lo), abs(axis.hi)) > limit:
+            raise LandscapeError(f"{flag}={axis.spec}: coordinates beyond ±{limit:.3g} do not fit the "
+                                 f"network's float32 weights")
+    needed = grid.size * (8 * len(metric_names(config.split_list)) + BOOKKEEPING_BYTES_PER_POINT)
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise LandscapeError(f"a grid of {grid.size} points needs about {needed / 1e9:.3g} GB of memory "
+                             f"on rank 0, more than the {available / 1e9:.3g} GB available: use "
+                             f"fewer points in --x/--y")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory this machine can still give (MemAvailable), or None where it cannot tell."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
 
 
 def _load_inputs(config, create_missing: bool = False, dir_file: str | None = None) -> tuple[Inputs, str]:
@@ -139,7 +182,8 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
     }
     return SurfaceWriter.open(config.resolved_surf_file(), grid.xcoordinates(), grid.ycoordinates(),
                               dir_file, metric_names(config.split_list), identity, provenance,
-                              flush_seconds=config.flush_seconds)
+                              flush_seconds=config.flush_seconds,
+                              fsync_every_result=config.fsync_every_result)
 
 
 def _check_precision(evaluator: PointEvaluator, writer: SurfaceWriter) -> None:
@@ -170,7 +214,8 @@ def _timings(stats: RunStats, ctx: Context, evaluator: PointEvaluator) -> dict:
 
 def _summary(stats: RunStats, ctx: Context, writer: SurfaceWriter) -> None:
     done, total = int(writer.done.sum()), writer.done.size
-    rate = f"{stats.wall_seconds / stats.points:.3g} s/point" if stats.points else "nothing to do"
+    rate = (f"{stats.wall_seconds / stats.points:.3g} s/point" if stats.points else
+            "stopped before the first point" if stats.stopped_early else "nothing to do")
     print(f"surface: {stats.points} points in {stats.wall_seconds:.1f} s ({rate}, {ctx.size} ranks); "
           f"{done}/{total} done", flush=True)
     if stats.stopped_early:

@@ -59,6 +59,7 @@ class SurfaceConfig:
     seed: int = 123
     coordinator_only: bool = False
     flush_seconds: float = 2.0
+    fsync_every_result: bool = False
 
     @property
     def grid(self) -> Grid:
@@ -135,7 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--seed", type=int, help="seed of the random directions")
     add_flag(p, "--coordinator_only", action="store_true",
              help="rank 0 only hands out work and writes results (no evaluation)")
-    add_flag(p, "--flush_seconds", type=float, help="longest time between snapshots of the surface file")
+    add_flag(p, "--flush_seconds", type=float,
+             help="longest time between snapshots of the surface file (and fsyncs of its journal)")
+    add_flag(p, "--fsync_every_result", action="store_true",
+             help="fsync the journal after every result, so a power loss costs no finished point "
+                  "(slower on network file systems)")
     for legacy in ("--mpi", "--cuda"):
         add_flag(p, legacy, action="store_true", help="accepted for old command lines; not needed")
     for legacy in ("--ngpu", "--threads"):
@@ -158,8 +163,8 @@ def run_command(module: str, parser: argparse.ArgumentParser, argv: list[str] | 
     ended, EXIT_STOPPED when a signal stopped it, 2 for a user error.
     """
     argv = sys.argv[1:] if argv is None else argv
-    config = parse_config(parser, SurfaceConfig, argv)
     catch_stop_signals()
+    config = parse_config(parser, SurfaceConfig, argv)
     with exit_on_user_error():
         stats = run(adapt(config), command_line=["python", "-m", module, *argv])
     return EXIT_STOPPED if stats.stopped_early else 0
