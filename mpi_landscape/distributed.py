@@ -297,7 +297,7 @@ class _Coordinator:
                 self.held.add(source)
             elif kind == "stopping":  # ("stopping",): a signal reached that worker
                 self.ctx.request_stop()
-            elif kind == "failed":  # ("failed", exit status, report): that worker's point failed
+            elif kind == "failed":  # ("failed", exit status, report): a point of that worker failed
                 raise _WorkerFailed(*payload)
             elif kind == "bye":  # ("bye", stop_requested)
                 if payload[0]:
@@ -419,7 +419,7 @@ def _evaluate_or_report(ctx: Context, evaluate_point: PointFn, index: int) -> di
         return dict(evaluate_point(index))
     except Exception as exc:
         code, text = describe_failure(ctx.rank, exc)
-        ctx.comm.send(("failed", text, code), dest=0, tag=TAG_TO_COORDINATOR)
+        ctx.comm.send(("failed", code, text), dest=0, tag=TAG_TO_COORDINATOR)
         time.sleep(FAILED_WORKER_GRACE)  # rank 0 ends the job meanwhile
         ctx.end_job(code, text)
 
@@ -427,9 +427,9 @@ def _evaluate_or_report(ctx: Context, evaluate_point: PointFn, index: int) -> di
 class JobFailed(Exception):
     """A failure raised on every rank alike: ``text`` is printed once (on rank 0), ``code`` is the exit status."""
 
-    def __init__(self, text: str, code: int):
+    def __init__(self, code: int, text: str):
         super().__init__(text)
-        self.text, self.code = text, code
+        self.code, self.text = code, text
 
 
 class _WorkerFailed(JobFailed):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import fcntl
 import glob
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -331,8 +332,8 @@ class SurfaceWriter:
                 os.fsync(self._journal.fileno())
                 self._last_sync = time.monotonic()
         except OSError as exc:
-            raise LandscapeError(f"cannot write the journal {self._journal.name} ({exc}); the results "
-                                 f"it holds are kept: make room and rerun the same command") from None
+            raise LandscapeError(f"cannot write the journal {self._journal.name} ({_reason(exc)}): make "
+                                 f"room and rerun the same command; what was computed is kept") from None
         self._apply(int(index), values)
         self.flush()
 
@@ -405,7 +406,7 @@ class SurfaceWriter:
             self._journal = open(journal_path, "a", encoding="utf-8")
         except OSError as exc:
             _remove_if_present(journal_path + ".new")
-            raise LandscapeError(f"cannot write the journal {journal_path} ({exc})") from None
+            raise LandscapeError(f"cannot write the journal {journal_path} ({_reason(exc)})") from None
 
     def _write_snapshot(self, f: h5py.File) -> None:
         f.create_dataset("dir_file", data=self.dir_file)
@@ -540,12 +541,14 @@ def _check_free_space(path: str, metrics: Mapping[str, np.ndarray], points_left:
 
 
 class _atomic_h5:
-    """Context manager: an h5py.File written beside ``path`` and moved over it on success.
+    """Context manager: an h5py.File built in memory, then written beside ``path`` and moved over it.
 
-    The temporary file is fsync'd before ``os.replace`` and the folder after
-    it, so after a crash of the machine ``path`` is the old file or the new
-    one, never an empty or partial one. On any failure (a full disk) the
-    temporary file is removed and the old file stays as it was.
+    HDF5 never writes to the disk itself: a write that fails (a full disk)
+    would leave its library state broken (errors at exit, even a crash).
+    The bytes go out by plain file I/O instead, fsync'd before ``os.replace``,
+    and the folder fsync'd after it, so after a crash of the machine ``path``
+    is the old file or the new one, never an empty or partial one. On any
+    failure the temporary file is removed and the old file stays as it was.
     """
 
     def __init__(self, path: str):
@@ -553,28 +556,31 @@ class _atomic_h5:
         self.tmp = f"{path}.tmp{os.getpid()}"
 
     def __enter__(self) -> h5py.File:
-        try:
-            self.file = h5py.File(self.tmp, "w")
-        except OSError as exc:
-            _remove_if_present(self.tmp)
-            raise LandscapeError(f"cannot write {self.path}: {exc}") from None
+        self.image = io.BytesIO()
+        self.file = h5py.File(self.image, "w")
         return self.file
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            self.file.close()
-            if exc_type is None:
-                _fsync_file(self.tmp)
-                os.replace(self.tmp, self.path)
-                _fsync_file(os.path.dirname(os.path.abspath(self.path)))
-        except OSError as error:
-            exc_type, exc = exc_type or type(error), exc or error
-        if exc_type is None:
+        self.file.close()
+        if exc_type is not None:
             return
-        _remove_if_present(self.tmp)
-        if isinstance(exc, OSError):
-            raise LandscapeError(f"cannot write {self.path}: {exc}; the file keeps its last "
-                                 f"snapshot") from None
+        try:
+            with open(self.tmp, "wb") as out:
+                out.write(self.image.getbuffer())
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(self.tmp, self.path)
+            _fsync_file(os.path.dirname(os.path.abspath(self.path)))
+        except OSError as error:
+            _remove_if_present(self.tmp)
+            raise LandscapeError(f"cannot write {self.path} ({_reason(error)}): make room and rerun "
+                                 f"the same command; what was computed is kept") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """An I/O error in a few words (h5py's own messages run over several lines)."""
+    errno = getattr(exc, "errno", None)
+    return os.strerror(errno) if errno else (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _fsync_file(path: str) -> None:

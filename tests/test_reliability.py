@@ -37,6 +37,20 @@ def wrong_shape():
 
 def raises():
     raise ValueError("the data server is down")
+
+
+def demo_on_a_full_disk():
+    """The demo data; from now on this process cannot write a file past FULL_AT bytes (EFBIG),
+    as if the disk were full. Set here, after MPI is up, so only the job's own files meet it."""
+    import os
+    import resource
+
+    from mpi_landscape.data import demo_split
+
+    limit = int(os.environ["FULL_AT"])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    data = demo_split("train")
+    return data.inputs, data.targets
 '''
 
 FAILING_MODEL = '''\
@@ -119,15 +133,35 @@ def test_surf_file_that_is_a_folder_is_named_so(tmp_path, demo_checkpoint):
     assert "folder" in refused_under_mpirun(tmp_path, *demo_args(demo_checkpoint, tmp_path / "out"))
 
 
-def test_full_disk_during_the_grid_is_one_line_and_leaves_no_temporary_file(tmp_path, demo_checkpoint):
-    """A file size limit stands in for a full disk: writes past it fail as they would (EFBIG)."""
+def test_full_disk_before_the_grid_is_one_line_and_so_is_the_rerun(tmp_path, demo_checkpoint):
+    """The first snapshot does not fit: refused, no temporary file; the rerun on that disk alike."""
+    (tmp_path / "badsets.py").write_text(DATASETS)
+    args = ["--model", "demo_mlp", "--model_file", demo_checkpoint, "--surf_file", "s.h5", "--x=-1:1:71",
+            "--y=-1:1:71", "--dataset", "badsets:demo_on_a_full_disk"]
+    env = {**os.environ, "FULL_AT": "70000"}
+    for _ in range(2):
+        assert "cannot write" in refused_under_mpirun(tmp_path, *args, env=env)
+
+
+def test_full_disk_during_the_grid_is_one_line_and_a_rerun_with_room_finishes(tmp_path, demo_checkpoint):
+    (tmp_path / "badsets.py").write_text(DATASETS)
     out = tmp_path / "s.h5"
-    args = demo_args(demo_checkpoint, out, "--x=-1:1:41", "--y=-1:1:41", "--flush_seconds", "0")
-    line = refused_under_mpirun(tmp_path, *args, prefix=("prlimit", "--fsize=70000"))
-    assert "cannot write" in line
-    proc = run_module("mpi_landscape.surface", *args, cwd=tmp_path)  # room again: the rerun finishes
+    args = ["--model", "demo_mlp", "--model_file", demo_checkpoint, "--surf_file", str(out), "--x=-1:1:41",
+            "--y=-1:1:41", "--data_split", "100", "--dataset", "badsets:demo_on_a_full_disk"]
+    env = {**os.environ, "FULL_AT": "70000"}  # the journal fills it mid-grid
+    assert "cannot write the journal" in refused_under_mpirun(tmp_path, *args, env=env)
+    lines = (tmp_path / ("s.h5" + JOURNAL_SUFFIX)).read_text().splitlines()[1:]
+    journaled = [json.loads(line) for line in lines[:-1]]  # the last one may be torn by the full disk
+    assert 100 < len(journaled) < 41 * 41
+    proc = subprocess.run(module_command("mpi_landscape.surface", *args), cwd=tmp_path,
+                          env={**env, "FULL_AT": "-1"}, text=True, capture_output=True, timeout=240)
     assert proc.returncode == 0, proc.stderr
-    assert read_surface(str(out)).done.all()
+    assert f"surface: {41 * 41 - len(journaled)} points" in proc.stdout or \
+        f"surface: {41 * 41 - len(journaled) - 1} points" in proc.stdout  # nothing computed twice
+    final = read_surface(str(out))
+    assert final.done.all()
+    for entry in journaled:
+        assert final.metrics["train_loss"].ravel()[entry["i"]] == entry["m"]["train_loss"]
 
 
 def test_error_on_a_worker_during_the_grid_is_one_traceback(tmp_path, demo_checkpoint):
