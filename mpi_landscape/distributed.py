@@ -46,7 +46,8 @@ from .errors import LandscapeError
 
 TAG_TO_COORDINATOR = 11
 TAG_WORK = 12
-TAG_STOP = 13  # rank 0 to a worker: finish the point you are on, then stop
+TAG_STOP = 13  # rank 0 to a worker: STOP (finish the point you are on), then FAREWELL after its "bye"
+STOP, FAREWELL = "stop", "farewell"
 IDLE_SLEEP = 0.0005  # seconds between polls while waiting; keeps oversubscribed ranks polite
 CHUNKS_PER_RANK = 4  # aim for this many chunks per evaluating rank, for balance at the end
 MAX_CHUNK = 16
@@ -303,6 +304,7 @@ class _Coordinator:
                 if payload[0]:
                     self.ctx.request_stop()
                 self.active.discard(source)
+                self.comm.send(FAREWELL, dest=source, tag=TAG_STOP)  # after any STOP: none left unread
         self.stats.coordinator_seconds += time.perf_counter() - t0
 
     def _tell_workers_to_stop(self) -> None:
@@ -310,7 +312,7 @@ class _Coordinator:
         if not self.stopping:
             return
         for worker in self.active - self.told_to_stop:
-            self.comm.send(None, dest=worker, tag=TAG_STOP)
+            self.comm.send(STOP, dest=worker, tag=TAG_STOP)
             self.told_to_stop.add(worker)
 
     def _answer_held(self) -> None:
@@ -411,6 +413,8 @@ def _work(ctx: Context, evaluate_point: PointFn) -> None:
                       dest=0, tag=TAG_TO_COORDINATOR)
         chunk = receive_chunk()
     comm.send(("bye", ctx.stop_requested), dest=0, tag=TAG_TO_COORDINATOR)
+    while comm.recv(source=0, tag=TAG_STOP) != FAREWELL:
+        pass  # a STOP sent while we finished
 
 
 def _evaluate_or_report(ctx: Context, evaluate_point: PointFn, index: int) -> dict[str, float]:
@@ -463,6 +467,20 @@ def world_rank() -> int:
     if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
         return 0
     return mpi.COMM_WORLD.Get_rank()
+
+
+def finalize_together() -> None:
+    """Before a command's process exits: every rank meets, then MPI ends on all of them.
+
+    Under mpirun a rank that exits with a non-zero status (a stopped run's 75)
+    while another has not reached MPI_Finalize yet gets that one killed; so
+    all ranks finalize at the same moment, and exit in any order after.
+    """
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized() or mpi.COMM_WORLD.Get_size() == 1:
+        return
+    mpi.COMM_WORLD.Barrier()
+    mpi.Finalize()
 
 
 LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")

@@ -86,7 +86,7 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
 
         if not ctx.is_root:
             ctx.run_grid(todo, evaluate_point, on_result=None)
-            return RunStats()
+            return RunStats(stopped_early=ctx.from_root(lambda: None))  # every rank exits alike
         writer = held["writer"]
         if config.precision != "fp32":
             _check_precision(evaluator, writer)
@@ -99,6 +99,7 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
         stats.stopped_early = stats.stopped_early and not writer.done.all()
         writer.close(_timings(stats, ctx, evaluator))
         _summary(stats, ctx, writer)
+        ctx.from_root(lambda: stats.stopped_early)
         return stats
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
-from .distributed import catch_stop_signals
+from .distributed import catch_stop_signals, finalize_together
 from .directions import DIR_TYPES, IGNORES, NORMS, DirectionSpec, default_dir_file
 from .evaluate import BN_MODES, LOSS_NAMES, PRECISIONS
 from .grid import Grid
@@ -167,6 +167,7 @@ def run_command(module: str, parser: argparse.ArgumentParser, argv: list[str] | 
     config = parse_config(parser, SurfaceConfig, argv)
     with exit_on_user_error():
         stats = run(adapt(config), command_line=["python", "-m", module, *argv])
+    finalize_together()
     return EXIT_STOPPED if stats.stopped_early else 0
 
 

@@ -200,8 +200,8 @@ def wait_for_points(out, points: int, job: subprocess.Popen) -> None:
 def test_second_job_on_a_held_file_is_refused_and_the_first_finishes(tmp_path, slow_model, demo_checkpoint):
     out = tmp_path / "s.h5"
     args = ["--model", slow_model, "--dataset", "demo", "--model_file", demo_checkpoint, "--surf_file",
-            str(out), "--x=-1:1:7", "--y=-1:1:7", "--flush_seconds", "0.2"]
-    first = start_job(args, tmp_path, {**os.environ, "SLOW_SECONDS": "0.05"})
+            str(out), "--x=-1:1:9", "--y=-1:1:9", "--flush_seconds", "0.2"]
+    first = start_job(args, tmp_path, {**os.environ, "SLOW_SECONDS": "0.8"})  # 30 s: time for a second
     wait_for_points(out, 3, first)
     journal_before = (tmp_path / ("s.h5" + JOURNAL_SUFFIX)).read_text()
     start = time.monotonic()
@@ -211,10 +211,11 @@ def test_second_job_on_a_held_file_is_refused_and_the_first_finishes(tmp_path, s
     line = one_error_line(second.stderr)
     assert f"pid {first.pid}" not in line  # the holder is rank 0's process, not mpirun
     assert socket.gethostname() in line and "pid " in line and "started" in line
+    assert first.poll() is None, "the first job ended before the second one was refused"
     assert (tmp_path / ("s.h5" + JOURNAL_SUFFIX)).read_text().startswith(journal_before)  # only appended
     stdout, stderr = first.communicate(timeout=180)
     assert first.returncode == 0, stderr
-    assert "surface: 49 points" in stdout and "49/49 done" in stdout
+    assert "surface: 81 points" in stdout and "81/81 done" in stdout
     final = read_surface(str(out))
     assert final.done.all() and np.isfinite(final.metrics["train_loss"]).all()
     assert not (tmp_path / ("s.h5" + JOURNAL_SUFFIX)).exists() and not (tmp_path / ("s.h5" + LOCK_SUFFIX)).exists()
