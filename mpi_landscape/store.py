@@ -384,7 +384,7 @@ class SurfaceWriter:
             self.notes.append(f"warning: {journal.path}: skipped {len(bad)} bad "
                               f"line{'s' * (len(bad) > 1)} (line {shown}); they were not applied")
         if recovered and applied:
-            self.notes.append(f"note: recovered {applied} points from {journal.path}")
+            self.notes.append(f"note: recovered {applied} point{'s' * (applied != 1)} from {journal.path}")
         return kept
 
     def _start_journal(self, header: dict, kept: list[bytes]) -> None:

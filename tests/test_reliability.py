@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import module_command, run_module
+from surface_files import leave_as_killed
 from mpi_landscape import distributed, store, surface
 from mpi_landscape.errors import LandscapeError
 from mpi_landscape.store import JOURNAL_SUFFIX, LOCK_SUFFIX, SurfaceWriter, read_surface
@@ -259,19 +260,13 @@ def open_writer(path, identity=None, **kwargs) -> SurfaceWriter:
                               flush_seconds=3600, **kwargs)
 
 
-def kill_after(writer: SurfaceWriter) -> None:
-    """Leave the writer's files as a killed job would: snapshot and journal, no close."""
-    writer._journal.close()
-    writer._lock.release()
-
-
 def test_bad_journal_lines_are_reported_and_never_applied(tmp_path):
     out = tmp_path / "s.h5"
     writer = open_writer(out)
     writer.record(7, {"train_loss": 0.5, "train_acc": 90.0})
     writer.flush(force=True)
     writer.record(8, {"train_loss": 0.25, "train_acc": 95.0})
-    kill_after(writer)
+    leave_as_killed(writer)
     with open(str(out) + JOURNAL_SUFFIX, "ab") as journal:
         journal.write(b'{"i": 97, "m": {}}\n')  # out of range and no metrics
         journal.write(b'{"i": 3, "m": {}}\n')  # metrics missing
@@ -294,14 +289,14 @@ def test_journal_of_a_missing_or_damaged_file_is_replayed_into_a_new_one(tmp_pat
     writer = open_writer(out)
     for i in range(5):
         writer.record(i, {"train_loss": float(i), "train_acc": 50.0})
-    kill_after(writer)
+    leave_as_killed(writer)
     os.remove(out)
     with pytest.raises(LandscapeError, match="another request"):
         open_writer(out, identity={"model": "other"})
     writer = open_writer(out)
     assert writer.notes == [f"note: recovered 5 points from {out}{JOURNAL_SUFFIX}"]
     writer.record(5, {"train_loss": 5.0, "train_acc": 50.0})
-    kill_after(writer)
+    leave_as_killed(writer)
     out.write_bytes(out.read_bytes()[:300])  # a truncated file
     writer = open_writer(out)
     assert "cannot read" in writer.notes[0] and "recovered 6 points" in writer.notes[1]
