@@ -63,13 +63,14 @@ def exit_on_user_error() -> Iterator[None]:
     A failure every rank of a job raised alike (``JobFailed``) is printed on
     rank 0 too, as it is, and exits with its own status.
     """
-    from .distributed import JobFailed, world_rank
+    from .distributed import JobFailed, finalize_together, world_rank
 
     try:
         yield
     except JobFailed as failure:
         if world_rank() == 0:
             print(failure.text.rstrip("\n"), file=sys.stderr)
+        finalize_together()  # every rank is here: none is killed for exiting first
         sys.exit(failure.code)
     except LandscapeError as exc:
         if world_rank() == 0:

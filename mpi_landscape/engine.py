@@ -54,7 +54,7 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
     and the model (one forward pass of one batch) on every rank.
     """
     ctx = Context(comm)
-    grid = config.grid
+    grid = ctx.on_every_rank(lambda: config.grid)
     held: dict = {}
 
     def prepare() -> tuple[str, np.ndarray]:
