@@ -57,14 +57,11 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
     grid = ctx.on_every_rank(lambda: config.grid)
     held: dict = {}
 
-    def prepare() -> tuple[str, np.ndarray]:
+    def prepare() -> str:
         _check_request(config, grid)
         inputs, dir_file = _load_inputs(config, create_missing=True)
-        writer = _open_surface(config, inputs, dir_file, ctx, command_line)
-        held.update(inputs=inputs, writer=writer)
-        for note in writer.notes:
-            print(note, file=sys.stderr, flush=True)
-        return dir_file, writer.remaining(grid.coarse_to_fine())
+        held["inputs"] = inputs
+        return dir_file
 
     def build_evaluator() -> PointEvaluator:
         # rank 0 has downloaded the data if it had to: the others only read it
@@ -77,9 +74,17 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
             evaluator.warm_up()
         return evaluator
 
-    dir_file, todo = ctx.from_root(prepare)
+    def open_surface() -> np.ndarray:
+        writer = _open_surface(config, held["inputs"], dir_file, ctx, command_line)
+        held["writer"] = writer
+        for note in writer.notes:
+            print(note, file=sys.stderr, flush=True)
+        return writer.remaining(grid.coarse_to_fine())
+
+    dir_file = ctx.from_root(prepare)
     with ctx.abort_on_error(), ctx.stop_on_signals():
         evaluator = ctx.on_every_rank(build_evaluator)
+        todo = ctx.from_root(open_surface)  # only a request every rank can compute touches the file
 
         def evaluate_point(index: int) -> dict[str, float]:
             return evaluator(*grid.point(index))
