@@ -222,20 +222,6 @@ def test_second_job_on_a_held_file_is_refused_and_the_first_finishes(tmp_path, s
     assert not (tmp_path / ("s.h5" + JOURNAL_SUFFIX)).exists() and not (tmp_path / ("s.h5" + LOCK_SUFFIX)).exists()
 
 
-def test_lock_of_a_killed_job_does_not_block_the_rerun(tmp_path, slow_model, demo_checkpoint):
-    out = tmp_path / "s.h5"
-    args = ["--model", slow_model, "--dataset", "demo", "--model_file", demo_checkpoint, "--surf_file",
-            str(out), "--x=-1:1:5", "--y=-1:1:5", "--flush_seconds", "0.2"]
-    job = start_job(args, tmp_path, {**os.environ, "SLOW_SECONDS": "0.05"})
-    wait_for_points(out, 2, job)
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait(timeout=30)
-    assert (tmp_path / ("s.h5" + LOCK_SUFFIX)).exists()  # left behind, with the dead holder in it
-    proc = run_module("mpi_landscape.surface", *args, ranks=2, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert read_surface(str(out)).done.all()
-
-
 def test_lock_names_its_holder_and_is_released(tmp_path):
     path = str(tmp_path / "s.h5")
     lock = store.SurfaceLock.acquire(path)
