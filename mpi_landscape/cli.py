@@ -33,13 +33,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are printed once per job, not once per MPI rank,
-    and which reads ``--x -1:1:51`` (a space before a negative value) as ``--x=-1:1:51``."""
+    """An ArgumentParser whose usage errors are one ``error:`` line printed once per job (exit 2),
+    not once per MPI rank, and which reads ``--x -1:1:51`` (a space before a negative value)
+    as ``--x=-1:1:51``."""
 
     def error(self, message: str):
-        if launched_rank() == 0:
-            self.print_usage(sys.stderr)
-            print(f"{self.prog}: error: {message}", file=sys.stderr)
+        from .distributed import launch_rank
+
+        if launch_rank() == 0:
+            print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
     def parse_args(self, args=None, namespace=None):
@@ -65,20 +67,6 @@ class Parser(argparse.ArgumentParser):
                 continue
             joined.append(token)
         return joined
-
-
-# Where the launchers (MPICH's and Open MPI's mpirun, PMIx, srun) tell a process its rank before MPI starts.
-RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
-
-
-def launched_rank() -> int:
-    """This process's rank in the job: the launcher's word for it (known before MPI starts), else MPI's."""
-    from .distributed import world_rank
-
-    for name in RANK_VARIABLES:
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return world_rank()
 
 
 def new_parser(module: str, config_type: type, description: str) -> argparse.ArgumentParser:
@@ -111,10 +99,21 @@ def config_from(config_type: type[Config], values: dict) -> Config:
 
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
-    """Print a LandscapeError as one line on rank 0 and exit with status 2."""
+    """Print a LandscapeError as one line on rank 0 and exit with status 2.
+
+    A failure every rank of a job raised alike (``JobFailed``) is printed on
+    rank 0 too, as it is, and exits with its own status.
+    """
+    from .distributed import JobFailed, finalize_together, launch_rank, world_rank
+
     try:
         yield
+    except JobFailed as failure:
+        if world_rank() == 0:
+            print(failure.text.rstrip("\n"), file=sys.stderr)
+        finalize_together()  # every rank is here: none is killed for exiting first
+        sys.exit(failure.code)
     except LandscapeError as exc:
-        if launched_rank() == 0:
+        if launch_rank() == 0 and world_rank() == 0:
             print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

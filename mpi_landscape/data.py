@@ -108,7 +108,10 @@ def demo_split(split: str, n: int | None = None) -> SplitData:
 def _user_splits(spec: str, splits: list[str]) -> dict[str, SplitData]:
     """Call the user's factory; it returns a Dataset, tensors, or a dict of them per split."""
     factory = _import_factory(spec)
-    produced = factory()
+    try:
+        produced = factory()
+    except Exception as exc:
+        raise LandscapeError(f"--dataset {spec}: the factory failed ({type(exc).__name__}: {exc})") from None
     if isinstance(produced, Mapping):
         missing = [s for s in splits if s not in produced]
         if missing:

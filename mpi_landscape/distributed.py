@@ -13,9 +13,17 @@ whichever rank is free first.
 A worker sends back each point's metrics the moment they exist: a few numbers,
 never the grid. No collective call is made per point.
 
-SIGUSR1 or SIGTERM on any rank (a scheduler's warning before the time limit)
-stops the handing out of work: every rank finishes the point it is on, rank 0
+SIGUSR1, SIGTERM or SIGINT (Ctrl-C) on any rank (a scheduler's warning before
+the time limit) stops the handing out of work: the rank that got it tells rank
+0, rank 0 tells every worker, every rank finishes the point it is on, rank 0
 keeps every result, and the job ends so a rerun continues from the file.
+
+An error ends the whole job, printed once. Before the grid every rank runs the
+same steps (``on_every_rank``) and a failure on any of them is raised on all
+of them, so the entry point prints one line and every rank exits normally.
+During the grid a worker's failure travels to rank 0 as a message; rank 0
+prints it and ends the job (``end_job``): MPI_Abort, which under MPICH can
+return to Python, then ``os._exit`` so nothing goes on.
 """
 
 from __future__ import annotations
@@ -33,13 +41,20 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
+from .errors import LandscapeError
+
 TAG_TO_COORDINATOR = 11
 TAG_WORK = 12
+TAG_STOP = 13  # rank 0 to a worker: STOP (finish the point you are on), then FAREWELL after its "bye"
+STOP, FAREWELL = "stop", "farewell"
 IDLE_SLEEP = 0.0005  # seconds between polls while waiting; keeps oversubscribed ranks polite
 CHUNKS_PER_RANK = 4  # aim for this many chunks per evaluating rank, for balance at the end
 MAX_CHUNK = 16
 
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+FAILED_WORKER_GRACE = 30  # seconds a failed worker waits for rank 0 to end the job before it does
+EXIT_USER_ERROR, EXIT_BUG = 2, 1
+
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 _stop = threading.Event()  # signals are per process, so is the stop request
 
 PointFn = Callable[[int], Mapping[str, float]]
@@ -99,22 +114,41 @@ class Context:
         return torch.device("cpu")
 
     def from_root(self, make: Callable[[], object]) -> object:
-        """Run ``make`` on rank 0 and hand its value -- or its exception -- to every rank.
+        """Run ``make`` on rank 0 and hand its value -- or its failure -- to every rank.
 
         Used for the checks before any work starts, so a refused request ends
-        every rank with the same error instead of leaving some waiting.
+        every rank with the same error (printed once) instead of leaving some waiting.
         """
+        if self.size == 1:
+            return make()
         outcome: tuple[bool, object] = (True, None)
         if self.is_root:
             try:
                 outcome = (True, make())
-            except Exception as exc:  # re-raised on every rank below
-                outcome = (False, exc)
-        if self.size > 1:
-            outcome = self.comm.bcast(outcome, root=0)
-        ok, value = outcome
+            except Exception as exc:  # raised on every rank below
+                outcome = (False, describe_failure(0, exc))
+        ok, value = self.comm.bcast(outcome, root=0)
         if not ok:
-            raise value
+            raise JobFailed(*value)
+        return value
+
+    def on_every_rank(self, step: Callable[[], object]) -> object:
+        """Run ``step`` on every rank; if it fails on any, raise that failure on all of them.
+
+        The failure of the lowest rank wins, so an error every rank meets (a
+        batch size of 0) is printed once, and an error one rank alone meets
+        (its data) names that rank.
+        """
+        if self.size == 1:
+            return step()
+        value, failure = None, None
+        try:
+            value = step()
+        except Exception as exc:
+            failure = describe_failure(self.rank, exc)
+        first = next((f for f in self.comm.allgather(failure) if f is not None), None)
+        if first is not None:
+            raise JobFailed(*first)
         return value
 
     def sum_over_ranks(self, values: np.ndarray) -> np.ndarray:
@@ -129,7 +163,7 @@ class Context:
 
     @contextmanager
     def stop_on_signals(self) -> Iterator[None]:
-        """While inside, SIGUSR1/SIGTERM request a clean stop instead of killing the process.
+        """While inside, SIGUSR1/SIGTERM/SIGINT request a clean stop instead of killing the process.
 
         A stop requested before (see ``catch_stop_signals``) holds; on the way
         out the request is cleared and the previous handlers come back.
@@ -153,15 +187,37 @@ class Context:
 
     @contextmanager
     def abort_on_error(self) -> Iterator[None]:
-        """An exception on any rank ends the whole job with its message, instead of a hang."""
+        """An exception on any rank ends the whole job at once, its report printed once.
+
+        A failure every rank already agreed on (``JobFailed``) passes through:
+        each rank leaves normally and the entry point prints it on rank 0.
+        """
         try:
             yield
-        except Exception:
+        except _WorkerFailed as exc:
+            self.end_job(exc.code, exc.text)
+        except JobFailed:
+            raise
+        except Exception as exc:
             if self.size == 1:
                 raise
-            sys.stderr.write(f"[rank {self.rank}] {traceback.format_exc()}")
-            sys.stderr.flush()
-            self.comm.Abort(1)
+            self.end_job(*describe_failure(self.rank, exc))
+
+    def end_job(self, code: int, text: str) -> None:
+        """Print ``text`` and end every rank of the job with exit status ``code``; never returns.
+
+        MPI's own notice of the abort would only repeat the text, so this
+        rank's stderr is closed before MPI_Abort; under MPICH MPI_Abort may
+        return, and ``os._exit`` makes sure this rank ends even so.
+        """
+        sys.stderr.write(text.rstrip("\n") + "\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        try:
+            self.comm.Abort(code)
+        finally:
+            os._exit(code)
 
     def run_grid(self, todo: np.ndarray, evaluate_point: PointFn, on_result: ResultFn,
                  coordinator_evaluates: bool = True) -> RunStats:
@@ -202,6 +258,7 @@ class _Coordinator:
         self.active = set(range(1, ctx.size))
         self.outstanding = {r: 0 for r in self.active}  # points handed out, not yet returned
         self.held: set[int] = set()  # workers whose request for more waits (see _answer_held)
+        self.told_to_stop: set[int] = set()
         self.stats = RunStats(points_by_rank={r: 0 for r in range(ctx.size)})
 
     def run(self) -> RunStats:
@@ -210,6 +267,7 @@ class _Coordinator:
         try:
             while self.active or (local and local.busy) or (local and self.queue and not self.stopping):
                 self._serve_messages()
+                self._tell_workers_to_stop()
                 self._answer_held()
                 if local and not local.busy and self.queue and not self.stopping:
                     local.submit(self.queue.popleft())
@@ -250,11 +308,22 @@ class _Coordinator:
                 self.held.add(source)
             elif kind == "stopping":  # ("stopping",): a signal reached that worker
                 self.ctx.request_stop()
+            elif kind == "failed":  # ("failed", exit status, report): a point of that worker failed
+                raise _WorkerFailed(*payload)
             elif kind == "bye":  # ("bye", stop_requested)
                 if payload[0]:
                     self.ctx.request_stop()
                 self.active.discard(source)
+                self.comm.send(FAREWELL, dest=source, tag=TAG_STOP)  # after any STOP: none left unread
         self.stats.coordinator_seconds += time.perf_counter() - t0
+
+    def _tell_workers_to_stop(self) -> None:
+        """Once a stop is requested, ask every working rank to stop after the point it is on."""
+        if not self.stopping:
+            return
+        for worker in self.active - self.told_to_stop:
+            self.comm.send(STOP, dest=worker, tag=TAG_STOP)
+            self.told_to_stop.add(worker)
 
     def _answer_held(self) -> None:
         """Send waiting workers their next chunk when they are about to need it.
@@ -335,18 +404,62 @@ def _work(ctx: Context, evaluate_point: PointFn) -> None:
             time.sleep(IDLE_SLEEP)
         return comm.recv(source=0, tag=TAG_WORK)
 
+    def stop_asked() -> bool:
+        """Whether a signal reached this rank or rank 0 asked every rank to stop."""
+        if comm.iprobe(source=0, tag=TAG_STOP):
+            comm.recv(source=0, tag=TAG_STOP)
+            ctx.request_stop()
+        return ctx.stop_requested
+
     request()
     chunk = receive_chunk()
-    while len(chunk) and not ctx.stop_requested:
+    while len(chunk) and not stop_asked():
         request()  # prefetch: answered while the last point of this chunk is computed
         for index in chunk:
-            if ctx.stop_requested:
+            if stop_asked():
                 comm.send(("stopping",), dest=0, tag=TAG_TO_COORDINATOR)  # releases our request
                 break
-            comm.send(("result", int(index), dict(evaluate_point(int(index)))),
+            comm.send(("result", int(index), _evaluate_or_report(ctx, evaluate_point, int(index))),
                       dest=0, tag=TAG_TO_COORDINATOR)
         chunk = receive_chunk()
     comm.send(("bye", ctx.stop_requested), dest=0, tag=TAG_TO_COORDINATOR)
+    while comm.recv(source=0, tag=TAG_STOP) != FAREWELL:
+        pass  # a STOP sent while we finished
+
+
+def _evaluate_or_report(ctx: Context, evaluate_point: PointFn, index: int) -> dict[str, float]:
+    """A worker's point; if it fails, rank 0 gets the report to print and ends the job."""
+    try:
+        return dict(evaluate_point(index))
+    except Exception as exc:
+        code, text = describe_failure(ctx.rank, exc)
+        ctx.comm.send(("failed", code, text), dest=0, tag=TAG_TO_COORDINATOR)
+        time.sleep(FAILED_WORKER_GRACE)  # rank 0 ends the job meanwhile
+        ctx.end_job(code, text)
+
+
+class JobFailed(Exception):
+    """A failure raised on every rank alike: ``text`` is printed once (on rank 0), ``code`` is the exit status."""
+
+    def __init__(self, code: int, text: str):
+        super().__init__(text)
+        self.code, self.text = code, text
+
+
+class _WorkerFailed(JobFailed):
+    """Raised on rank 0 alone when a worker reports a failure: rank 0 prints it and ends the job."""
+
+
+def describe_failure(rank: int, exc: BaseException) -> tuple[int, str]:
+    """The exit status and the report of ``exc`` raised on ``rank``.
+
+    A user's error is one ``error:`` line (naming the rank unless it is 0), exit 2;
+    anything else is a bug and keeps its traceback, exit 1.
+    """
+    where = f"rank {rank}: " if rank else ""
+    if isinstance(exc, LandscapeError):
+        return EXIT_USER_ERROR, f"error: {where}{exc}"
+    return EXIT_BUG, where + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
 def _world():
@@ -366,8 +479,33 @@ def world_rank() -> int:
     return mpi.COMM_WORLD.Get_rank()
 
 
+def finalize_together() -> None:
+    """Before a command's process exits: every rank meets, then MPI ends on all of them.
+
+    Under mpirun a rank that exits with a non-zero status (a stopped run's 75)
+    while another has not reached MPI_Finalize yet gets that one killed; so
+    all ranks finalize at the same moment, and exit in any order after.
+    """
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized() or mpi.COMM_WORLD.Get_size() == 1:
+        return
+    mpi.COMM_WORLD.Barrier()
+    mpi.Finalize()
+
+
+LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
+
+
+def launch_rank() -> int:
+    """This process's rank as its launcher (mpirun, srun) set it, before MPI starts; 0 alone."""
+    for name in LAUNCHER_RANK_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
 def catch_stop_signals() -> None:
-    """From now on SIGUSR1/SIGTERM request a clean stop instead of killing the process.
+    """From now on SIGUSR1/SIGTERM/SIGINT request a clean stop instead of killing the process.
 
     A scheduler's warning before the time limit reaches every rank at any
     moment: while the model loads, during the grid, or on a rank that has

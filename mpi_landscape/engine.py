@@ -29,10 +29,12 @@ from .directions import (create_directions, describe_directions, fingerprint, lo
 from .distributed import Context, RunStats
 from .errors import LandscapeError, require_folder
 from .evaluate import PointEvaluator, SplitData, metric_names
+from .grid import Grid
 from .networks import checkpoint_sha256, load_network
 from .store import SurfaceWriter
 
 PRECISION_WARN_GAP = 0.01  # relative loss gap at the centre above which reduced precision is flagged
+BOOKKEEPING_BYTES_PER_POINT = 80  # rank 0's per-point cost beside the metrics: order, queue, done mask
 
 
 @dataclass
@@ -46,30 +48,44 @@ class Inputs:
 
 
 def run_surface(config, comm=None, command_line: list[str] | None = None) -> RunStats:
-    """Compute the surface of ``config`` (a SurfaceConfig) over ``comm``; returns rank 0's stats."""
+    """Compute the surface of ``config`` (a SurfaceConfig) over ``comm``; returns rank 0's stats.
+
+    Everything a user can get wrong is checked before the first point, on the
+    rank that can see it: the request and the surface file on rank 0, the data
+    and the model (one forward pass of one batch) on every rank.
+    """
     ctx = Context(comm)
-    grid = config.grid
-    if config.hessian and config.dir_type != "weights":
-        raise LandscapeError("--hessian is the Hessian with respect to the parameters: use --dir_type weights")
+    grid = ctx.on_every_rank(lambda: config.grid)
     held: dict = {}
 
-    def prepare() -> tuple[str, np.ndarray]:
+    def prepare() -> str:
+        _check_request(config, grid)
         inputs, dir_file = _load_inputs(config, create_missing=True)
-        writer = _open_surface(config, inputs, dir_file, ctx, command_line)
-        held.update(inputs=inputs, writer=writer)
-        return dir_file, writer.remaining(grid.coarse_to_fine())
+        held["inputs"] = inputs
+        return dir_file
 
-    dir_file, todo = ctx.from_root(prepare)
-    with ctx.abort_on_error(), ctx.stop_on_signals():
+    def build_evaluator() -> PointEvaluator:
         # rank 0 has downloaded the data if it had to: the others only read it
         inputs = (held["inputs"] if ctx.is_root else
                   _load_inputs(dataclasses.replace(config, download=False), dir_file=dir_file)[0])
-        device = ctx.device()
         evaluator = PointEvaluator(inputs.net, config.dir_type, inputs.x, inputs.y, inputs.splits,
-                                   config.loss_name, config.batch_size, device, config.precision,
+                                   config.loss_name, config.batch_size, ctx.device(), config.precision,
                                    config.compile, config.bn, config.bn_batch_size)
         if config.compile:
             evaluator.warm_up()
+        return evaluator
+
+    def open_surface() -> np.ndarray:
+        writer = _open_surface(config, held["inputs"], dir_file, ctx, command_line)
+        held["writer"] = writer
+        for note in writer.notes:
+            print(note, file=sys.stderr, flush=True)
+        return writer.remaining(grid.coarse_to_fine())
+
+    dir_file = ctx.from_root(prepare)
+    with ctx.abort_on_error(), ctx.stop_on_signals():
+        evaluator = ctx.on_every_rank(build_evaluator)
+        todo = ctx.from_root(open_surface)  # only a request every rank can compute touches the file
 
         curvature = (PointCurvature.of_evaluator(evaluator, config.split_list[0], config.xignore,
                                                  config.hessian_tol, config.hessian_max_iter, config.seed)
@@ -81,7 +97,7 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
 
         if not ctx.is_root:
             ctx.run_grid(todo, evaluate_point, on_result=None)
-            return RunStats()
+            return RunStats(stopped_early=ctx.from_root(lambda: None))  # every rank exits alike
         writer = held["writer"]
         if config.precision != "fp32":
             _check_precision(evaluator, writer)
@@ -94,7 +110,40 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
         stats.stopped_early = stats.stopped_early and not writer.done.all()
         writer.close(_timings(stats, ctx, evaluator))
         _summary(stats, ctx, writer)
+        ctx.from_root(lambda: stats.stopped_early)
         return stats
+
+
+def _check_request(config, grid: Grid) -> None:
+    """Refuse, before anything is loaded or written, a request that cannot be computed here."""
+    if config.hessian and config.dir_type != "weights":
+        raise LandscapeError("--hessian is the Hessian with respect to the parameters: use --dir_type weights")
+    limit = float(np.finfo(np.float32).max)
+    for flag, axis in (("--x", grid.x), ("--y", grid.y)):
+        if axis is not None and max(abs(axis.lo), abs(axis.hi)) > limit:
+            raise LandscapeError(f"{flag}={axis.spec}: coordinates beyond ±{limit:.3g} do not fit the "
+                                 f"network's float32 weights")
+    needed = grid.size * (8 * len(metric_names(config.split_list)) + BOOKKEEPING_BYTES_PER_POINT)
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise LandscapeError(f"a grid of {grid.size} points needs about {needed / 1e9:.3g} GB of memory "
+                             f"on rank 0, more than the {available / 1e9:.3g} GB available: use "
+                             f"fewer points in --x/--y")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory this machine can still give (MemAvailable), or None where it cannot tell."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
 
 
 def _load_inputs(config, create_missing: bool = False, dir_file: str | None = None) -> tuple[Inputs, str]:
@@ -149,8 +198,9 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
         "directions": describe_directions(dir_file),
     }
     return SurfaceWriter.open(config.resolved_surf_file(), grid.xcoordinates(), grid.ycoordinates(),
-                              dir_file, metric_names(config.split_list) + list(HESSIAN_METRICS) * config.hessian, identity, provenance,
-                              flush_seconds=config.flush_seconds)
+                              dir_file, metric_names(config.split_list) + list(HESSIAN_METRICS) * config.hessian,
+                              identity, provenance, flush_seconds=config.flush_seconds,
+                              fsync_every_result=config.fsync_every_result)
 
 
 def _check_precision(evaluator: PointEvaluator, writer: SurfaceWriter) -> None:
@@ -181,7 +231,8 @@ def _timings(stats: RunStats, ctx: Context, evaluator: PointEvaluator) -> dict:
 
 def _summary(stats: RunStats, ctx: Context, writer: SurfaceWriter) -> None:
     done, total = int(writer.done.sum()), writer.done.size
-    rate = f"{stats.wall_seconds / stats.points:.3g} s/point" if stats.points else "nothing to do"
+    rate = (f"{stats.wall_seconds / stats.points:.3g} s/point" if stats.points else
+            "stopped before the first point" if stats.stopped_early else "nothing to do")
     print(f"surface: {stats.points} points in {stats.wall_seconds:.1f} s ({rate}, {ctx.size} ranks); "
           f"{done}/{total} done", flush=True)
     if stats.stopped_early:

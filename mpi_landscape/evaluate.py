@@ -43,6 +43,7 @@ DEVICE_DATA_FRACTION = 0.5  # share of free device memory the data may take
 CPU_BATCH_INPUT_BYTES = 1.5e6  # on a CPU a batch's inputs this large keep activations in cache
 CPU_BATCH_RANGE = (32, 4096)
 MAX_AUTO_BATCH = 16384  # the largest batch tried on a GPU
+PREFLIGHT_SAMPLES = 8  # the batch of the check before the first point
 
 
 @dataclass
@@ -199,8 +200,33 @@ class PointEvaluator:
         self.bn_batch_size = bn_batch_size
         self.forward = torch.compile(self.net) if compile else self.net
         self.fixed_batch_size = batch_size
+        self._check_one_batch()
         self.batch_size = batch_size or self._largest_batch(precision, self.forward)
         self.warmup_seconds = 0.0
+
+    @torch.inference_mode()
+    def _check_one_batch(self) -> None:
+        """One forward pass of a few samples at θ*, before the first point: the data must fit the model.
+
+        An input shape the model does not take, outputs that are not class
+        scores, or labels beyond the model's classes are user errors, told in
+        one line here rather than a traceback (or a device assert) mid-grid.
+        """
+        inputs, _, _ = next(self.data.batches(PREFLIGHT_SAMPLES, stop=min(PREFLIGHT_SAMPLES, len(self.data))))
+        try:
+            with self._autocast(self.precision):
+                outputs = self.forward(inputs)
+        except Exception as exc:
+            raise LandscapeError(f"the model's forward pass fails on inputs of shape {tuple(inputs.shape[1:])} "
+                                 f"from the data ({type(exc).__name__}: {exc}); check that --model and "
+                                 f"--dataset go together") from None
+        if outputs.ndim != 2:
+            raise LandscapeError(f"the model returns outputs of shape {tuple(outputs.shape)} for a batch; "
+                                 f"(batch, classes) scores are needed")
+        low, high = int(self.data.targets.min()), int(self.data.targets.max())
+        if low < 0 or high >= outputs.shape[1]:
+            raise LandscapeError(f"the data has labels {low}..{high} but the model has {outputs.shape[1]} "
+                                 f"classes (labels 0..{outputs.shape[1] - 1}); check --model and --dataset")
 
     def __call__(self, alpha: float, beta: float = 0.0) -> dict[str, float]:
         """Metrics at θ* + α·δ + β·η."""

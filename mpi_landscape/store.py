@@ -15,17 +15,26 @@ is finished. Root attributes carry the request's identity (checked on resume)
 and provenance.
 
 Durability: the live surface file is only ever replaced whole (written beside
-it, then ``os.replace``), so a reader or a crash never sees it half written;
-each result is appended to a journal (``<surf_file>.journal``) the moment it
+it, fsync'd, then ``os.replace`` and an fsync of the folder), so a reader or a
+crash never sees it half written; each result is appended to a journal
+(``<surf_file>.journal``, whose first line names the request) the moment it
 arrives, so a killed job loses nothing that reached the coordinator. Reopening
-replays the journal into the file.
+replays the journal's valid lines into the file, or into a new file of the same
+request when the file is gone. ``<surf_file>.lock`` keeps a second job off a
+file that a live job writes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
+import hashlib
+import io
 import json
 import os
+import shutil
+import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
@@ -38,6 +47,11 @@ from .errors import LandscapeError, require_folder
 DIRECTION_GROUPS = ("xdirection", "ydirection")
 IDENTITY_ATTR = "identity"
 JOURNAL_SUFFIX = ".journal"
+LOCK_SUFFIX = ".lock"
+UNREADABLE_SUFFIX = ".unreadable"
+JOURNAL_VERSION = 1
+JOURNAL_BYTES_PER_POINT = 40 + 32  # a line's frame, plus this much per metric (free-space estimate)
+SNAPSHOT_OVERHEAD_BYTES = 1 << 16  # HDF5 structure and attributes beside the arrays (estimate)
 
 
 # ---------------------------------------------------------------- directions
@@ -166,55 +180,147 @@ def _done_from_values(metrics: dict[str, np.ndarray], shape: tuple[int, ...]) ->
     return np.logical_and.reduce([v != -1 for v in losses])
 
 
+class SurfaceLock:
+    """One job per surface file: an exclusive ``flock`` on ``<surf_file>.lock`` that names its holder.
+
+    The OS drops the lock when the holding process ends, however it ends
+    (kill -9, a node that goes down), so a lock file left behind never blocks
+    a rerun; its text (host, pid, start time) only says who holds it.
+    """
+
+    def __init__(self, path: str, fd: int | None):
+        self.path, self.fd = path, fd
+
+    @classmethod
+    def acquire(cls, surf_file: str) -> "SurfaceLock":
+        """Hold ``surf_file``'s lock, or refuse at once with its holder."""
+        path = surf_file + LOCK_SUFFIX
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise LandscapeError(f"--surf_file {surf_file}: cannot write beside it ({exc})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 1000, 0).decode(errors="replace").strip() or "holder unknown"
+                os.close(fd)
+                raise LandscapeError(f"{surf_file} is in use by another job ({holder}); wait for it to "
+                                     f"end or stop it, then rerun (nothing was changed)") from None
+            except OSError as exc:  # a file system without locks (Lustre mounted without -o flock)
+                os.close(fd)
+                print(f"warning: cannot lock {path} ({exc}): make sure no other job writes {surf_file}",
+                      file=sys.stderr, flush=True)
+                return cls(path, None)
+            if os.path.exists(path) and os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break  # not the file of a holder that released (and removed) it meanwhile
+            os.close(fd)
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"host {socket.gethostname()}, pid {os.getpid()}, started {started}\n".encode())
+        return cls(path, fd)
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding it) and let go."""
+        if self.fd is None:
+            return
+        _remove_if_present(self.path)
+        os.close(self.fd)
+        self.fd = None
+
+
 class SurfaceWriter:
     """Rank 0's handle on a surface file: record results as they arrive, never lose one.
 
     Results go into in-memory arrays and, line by line, into the journal;
     ``flush`` replaces the file with a complete snapshot when something changed
-    and ``flush_seconds`` have passed (``force=True`` always).
+    and ``flush_seconds`` have passed (``force=True`` always). The journal is
+    fsync'd at least every ``flush_seconds`` (after every result with
+    ``fsync_every_result``). The writer holds the file's lock until ``close``.
     """
 
     def __init__(self, path: str, x: np.ndarray, y: np.ndarray | None, dir_file: str,
                  metrics: dict[str, np.ndarray], done: np.ndarray, attrs: dict,
-                 flush_seconds: float):
+                 flush_seconds: float, lock: SurfaceLock, fsync_every_result: bool = False):
         self.path = path
         self.x, self.y, self.dir_file = x, y, dir_file
         self.metrics, self.done, self.attrs = metrics, done, attrs
         self.flush_seconds = flush_seconds
+        self.fsync_every_result = fsync_every_result
+        self.notes: list[str] = []  # what reopening found and mended, for the user
         self._dirty = False
-        self._last_flush = time.monotonic()
-        self._journal = open(path + JOURNAL_SUFFIX, "a", encoding="utf-8")
+        self._last_flush = self._last_sync = time.monotonic()
+        self._lock = lock
+        self._journal = None
 
     @classmethod
     def open(cls, path: str, x: np.ndarray, y: np.ndarray | None, dir_file: str,
              metric_names: Iterable[str], identity: Mapping, attrs: Mapping | None = None,
-             flush_seconds: float = 2.0) -> "SurfaceWriter":
+             flush_seconds: float = 2.0, fsync_every_result: bool = False) -> "SurfaceWriter":
         """Create the surface file, or reopen it after checking it matches ``identity``.
 
         An existing file whose identity (grid, directions, model, data, metrics)
-        differs from the request is refused and left untouched.
+        differs from the request is refused and left untouched, and so is a file
+        another live job holds. The journal of a killed run is replayed: into
+        its file, or -- when that file is missing or unreadable (then kept aside)
+        -- into a new one, if the journal was written for this same request.
         """
         metric_names = list(metric_names)
-        shape = (len(y), len(x)) if y is not None else (len(x),)
+        if flush_seconds < 0:
+            raise LandscapeError(f"--flush_seconds must be 0 or more, got {flush_seconds:g}")
+        if os.path.isdir(path):
+            raise LandscapeError(f"--surf_file {path} is a folder: name a file, e.g. "
+                                 f"{os.path.join(path, 'surface.h5')}")
         require_folder(path, f"--surf_file {path}")
-        attrs = dict(attrs or {})
-        attrs[IDENTITY_ATTR] = dict(identity)
+        lock = SurfaceLock.acquire(path)
+        try:
+            return cls._open_held(path, x, y, dir_file, metric_names, identity, attrs or {},
+                                  flush_seconds, fsync_every_result, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _open_held(cls, path, x, y, dir_file, metric_names, identity, attrs, flush_seconds,
+                   fsync_every_result, lock) -> "SurfaceWriter":
+        shape = (len(y), len(x)) if y is not None else (len(x),)
+        header = _journal_header(identity, x, y, metric_names)
+        journal = _Journal.read(path + JOURNAL_SUFFIX)
+        notes = []
+        existing = None
         if os.path.exists(path):
-            existing = read_surface(path)
+            try:
+                existing = read_surface(path)
+            except LandscapeError as exc:
+                if not journal.entries or journal.header != header:
+                    raise LandscapeError(f"{exc}; delete it to start over") from None
+                aside = _set_aside(path)
+                notes.append(f"note: {exc}; it is kept as {aside}, and the results of its journal "
+                             f"go into a new file")
+        if journal.lines and journal.header not in (header, None):
+            raise LandscapeError(f"{journal.path} was written for another request than this one "
+                                 f"(grid, directions, model, data or metrics); pass another "
+                                 f"--surf_file, or delete it to start over (nothing was changed)")
+        if existing is not None:
             _check_matches(path, existing, x, y, identity, metric_names)
             metrics = {k: existing.metrics[k].copy() for k in metric_names}
             done = existing.done.copy()
             attrs = {**existing.attrs, **attrs}
         else:
-            _remove_if_present(path + JOURNAL_SUFFIX)  # stale: its file is gone
+            if journal.lines and journal.header is None:
+                raise LandscapeError(f"{journal.path} has no record of its request and its surface "
+                                     f"file is missing; delete it to start over")
             metrics = {k: np.full(shape, np.nan) for k in metric_names}
             done = np.zeros(shape, dtype=bool)
+        attrs[IDENTITY_ATTR] = dict(identity)
+        _check_free_space(path, metrics, int((~done).sum()))
         for leftover in glob.glob(glob.escape(path) + ".tmp*"):
             _remove_if_present(leftover)  # a snapshot a killed run did not finish
-        writer = cls(path, x, y, dir_file, metrics, done, attrs, flush_seconds)
-        writer._replay_journal()
+        writer = cls(path, x, y, dir_file, metrics, done, attrs, flush_seconds, lock, fsync_every_result)
+        kept = writer._replay(journal, recovered=existing is None)
+        writer.notes = notes + writer.notes
         writer.flush(force=True)
-        writer._journal.truncate(0)
+        writer._start_journal(header, kept)
         return writer
 
     def remaining(self, order: np.ndarray) -> np.ndarray:
@@ -223,8 +329,16 @@ class SurfaceWriter:
 
     def record(self, index: int, values: Mapping[str, float]) -> None:
         """Store one point's metrics: journal first, then memory."""
-        self._journal.write(json.dumps({"i": int(index), "m": {k: float(v) for k, v in values.items()}}) + "\n")
-        self._journal.flush()
+        line = json.dumps({"i": int(index), "m": {k: float(v) for k, v in values.items()}}) + "\n"
+        try:
+            self._journal.write(line)
+            self._journal.flush()
+            if self.fsync_every_result or time.monotonic() - self._last_sync >= self.flush_seconds:
+                os.fsync(self._journal.fileno())
+                self._last_sync = time.monotonic()
+        except OSError as exc:
+            raise LandscapeError(f"cannot write the journal {self._journal.name} ({_reason(exc)}): make "
+                                 f"room and rerun the same command; what was computed is kept") from None
         self._apply(int(index), values)
         self.flush()
 
@@ -240,11 +354,12 @@ class SurfaceWriter:
         return True
 
     def close(self, attrs: Mapping | None = None) -> None:
-        """Write the final snapshot (with ``attrs`` added) and drop the journal."""
+        """Write the final snapshot (with ``attrs`` added), drop the journal and the lock."""
         self.attrs.update(attrs or {})
         self.flush(force=True)
         self._journal.close()
         os.remove(self.path + JOURNAL_SUFFIX)
+        self._lock.release()
 
     def _apply(self, index: int, values: Mapping[str, float]) -> None:
         for name, array in self.metrics.items():
@@ -252,18 +367,51 @@ class SurfaceWriter:
         self.done.ravel()[index] = True
         self._dirty = True
 
-    def _replay_journal(self) -> None:
-        """Fold results journaled by a killed run into memory; a torn last line is ignored."""
-        self._journal.flush()
-        with open(self.path + JOURNAL_SUFFIX, encoding="utf-8") as journal:
-            for line in journal:
-                try:
-                    entry = json.loads(line)
-                    index, values = int(entry["i"]), entry["m"]
-                except (ValueError, KeyError, TypeError):
-                    continue
-                if 0 <= index < self.done.size:
-                    self._apply(index, values)
+    def _replay(self, journal: "_Journal", recovered: bool) -> list[bytes]:
+        """Fold valid results of a killed run's journal into memory; the valid lines.
+
+        A line is applied only if it names a point of the grid that is not done
+        yet, with every metric of the file as a number; any other line (a
+        torn last line, damage, a hand edit) is skipped and reported in ``notes``.
+        """
+        applied, bad, kept = 0, [], []
+        for number, line in journal.entries:
+            entry = _journal_entry(line, self.done.size, list(self.metrics))
+            if entry is None:
+                bad.append(number)
+                continue
+            kept.append(line)
+            if not self.done.ravel()[entry[0]]:
+                self._apply(*entry)
+                applied += 1
+        if bad:
+            shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+            self.notes.append(f"warning: {journal.path}: skipped {len(bad)} bad "
+                              f"line{'s' * (len(bad) > 1)} (line {shown}); they were not applied")
+        if recovered and applied:
+            self.notes.append(f"note: recovered {applied} point{'s' * (applied != 1)} from {journal.path}")
+        return kept
+
+    def _start_journal(self, header: dict, kept: list[bytes]) -> None:
+        """The journal from now on: the request's identity, then the valid lines found before.
+
+        It keeps every result since the file was created, so a surface file
+        lost or damaged later is rebuilt from it; it is replaced whole (a bad
+        line is reported once, then gone) and fsync'd before results follow.
+        """
+        journal_path = self.path + JOURNAL_SUFFIX
+        try:
+            with open(journal_path + ".new", "wb") as fresh:
+                fresh.write(json.dumps(header).encode() + b"\n")
+                fresh.writelines(line if line.endswith(b"\n") else line + b"\n" for line in kept)
+                fresh.flush()
+                os.fsync(fresh.fileno())
+            os.replace(journal_path + ".new", journal_path)
+            _fsync_file(os.path.dirname(os.path.abspath(journal_path)))
+            self._journal = open(journal_path, "a", encoding="utf-8")
+        except OSError as exc:
+            _remove_if_present(journal_path + ".new")
+            raise LandscapeError(f"cannot write the journal {journal_path} ({_reason(exc)})") from None
 
     def _write_snapshot(self, f: h5py.File) -> None:
         f.create_dataset("dir_file", data=self.dir_file)
@@ -310,29 +458,143 @@ def _axis_text(values: np.ndarray) -> str:
     return f"{values[0]:g}:{values[-1]:g}:{len(values)}" if len(values) else "empty"
 
 
+# ---------------------------------------------------------------- journal
+
+
+@dataclass
+class _Journal:
+    """A journal as found on disk: its header (the request it was written for) and its other lines."""
+
+    path: str
+    header: dict | None
+    entries: list[tuple[int, bytes]]  # (line number, line) after the header
+
+    @property
+    def lines(self) -> bool:
+        """Whether there is anything in it at all."""
+        return self.header is not None or bool(self.entries)
+
+    @classmethod
+    def read(cls, path: str) -> "_Journal":
+        try:
+            with open(path, "rb") as f:
+                lines = list(enumerate(f, start=1))
+        except FileNotFoundError:
+            return cls(path, None, [])
+        except OSError as exc:
+            raise LandscapeError(f"cannot read the journal {path} ({exc})") from None
+        header = None
+        if lines:
+            try:
+                first = json.loads(lines[0][1])
+                if isinstance(first, dict) and first.get("journal") == JOURNAL_VERSION:
+                    header, lines = first, lines[1:]
+            except ValueError:
+                pass  # not a header: a journal of an older version, or damage; judged line by line
+        return cls(path, header, lines)
+
+
+def _journal_header(identity: Mapping, x: np.ndarray, y: np.ndarray | None, metric_names: list[str]) -> dict:
+    """The journal's first line: the request it belongs to, as JSON reads it back."""
+    grid = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float64).tobytes())
+    if y is not None:
+        grid.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+    shape = [len(y), len(x)] if y is not None else [len(x)]
+    return json.loads(json.dumps({"journal": JOURNAL_VERSION, "identity": dict(identity), "shape": shape,
+                                  "coordinates_sha256": grid.hexdigest(), "metrics": metric_names}))
+
+
+def _journal_entry(line: bytes, size: int, metric_names: list[str]) -> tuple[int, dict[str, float]] | None:
+    """(index, metrics) of a journal line, or None unless it is a point of the grid with every metric a number."""
+    try:
+        entry = json.loads(line)
+    except ValueError:  # includes bytes that are not UTF-8
+        return None
+    if not isinstance(entry, dict):
+        return None
+    index, values = entry.get("i"), entry.get("m")
+    if type(index) is not int or not 0 <= index < size or not isinstance(values, dict):
+        return None
+    if not all(type(values.get(name)) in (int, float) for name in metric_names):
+        return None
+    return index, {name: float(values[name]) for name in metric_names}
+
+
+def _set_aside(path: str) -> str:
+    """Rename an unreadable surface file out of the way (never over another); its new name."""
+    aside, n = path + UNREADABLE_SUFFIX, 1
+    while os.path.exists(aside):
+        aside, n = f"{path}{UNREADABLE_SUFFIX}{n}", n + 1
+    os.replace(path, aside)
+    return aside
+
+
+def _check_free_space(path: str, metrics: Mapping[str, np.ndarray], points_left: int) -> None:
+    """Refuse to start when the folder cannot hold a second snapshot (written beside the file) and the journal."""
+    folder = os.path.dirname(os.path.abspath(path))
+    points = next(iter(metrics.values())).size if metrics else 0
+    snapshot = points * (8 * len(metrics) + 1) + SNAPSHOT_OVERHEAD_BYTES
+    journal = points_left * (JOURNAL_BYTES_PER_POINT * max(len(metrics), 1))
+    free = shutil.disk_usage(folder).free
+    if free < snapshot + journal:
+        raise LandscapeError(f"the folder {folder} has {free / 1e6:.3g} MB free; this run needs about "
+                             f"{(snapshot + journal) / 1e6:.3g} MB (a snapshot of the surface file and "
+                             f"the journal): make room or pass a --surf_file elsewhere")
+
+
 # ---------------------------------------------------------------- helpers
 
 
 class _atomic_h5:
-    """Context manager: an h5py.File written beside ``path`` and moved over it on success."""
+    """Context manager: an h5py.File built in memory, then written beside ``path`` and moved over it.
+
+    HDF5 never writes to the disk itself: a write that fails (a full disk)
+    would leave its library state broken (errors at exit, even a crash).
+    The bytes go out by plain file I/O instead, fsync'd before ``os.replace``,
+    and the folder fsync'd after it, so after a crash of the machine ``path``
+    is the old file or the new one, never an empty or partial one. On any
+    failure the temporary file is removed and the old file stays as it was.
+    """
 
     def __init__(self, path: str):
         self.path = path
         self.tmp = f"{path}.tmp{os.getpid()}"
 
     def __enter__(self) -> h5py.File:
-        try:
-            self.file = h5py.File(self.tmp, "w")
-        except OSError as exc:
-            raise LandscapeError(f"cannot write {self.path}: {exc}") from None
+        self.image = io.BytesIO()
+        self.file = h5py.File(self.image, "w")
         return self.file
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.file.close()
-        if exc_type is None:
+        if exc_type is not None:
+            return
+        try:
+            with open(self.tmp, "wb") as out:
+                out.write(self.image.getbuffer())
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(self.tmp, self.path)
-        else:
-            os.remove(self.tmp)
+            _fsync_file(os.path.dirname(os.path.abspath(self.path)))
+        except OSError as error:
+            _remove_if_present(self.tmp)
+            raise LandscapeError(f"cannot write {self.path} ({_reason(error)}): make room and rerun "
+                                 f"the same command; what was computed is kept") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """An I/O error in a few words (h5py's own messages run over several lines)."""
+    errno = getattr(exc, "errno", None)
+    return os.strerror(errno) if errno else (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _fsync_file(path: str) -> None:
+    """Flush a file's (or a folder's) data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _set_attrs(obj: h5py.HLObject, attrs: Mapping) -> None:

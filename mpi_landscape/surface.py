@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
-from .distributed import catch_stop_signals
+from .distributed import catch_stop_signals, finalize_together
 from .directions import DIR_TYPES, IGNORES, NORMS, DirectionSpec, default_dir_file
 from .evaluate import BN_MODES, LOSS_NAMES, PRECISIONS
 from .grid import Grid
@@ -62,6 +62,7 @@ class SurfaceConfig:
     hessian_tol: float = 1e-3
     hessian_max_iter: int = 100
     flush_seconds: float = 2.0
+    fsync_every_result: bool = False
 
     @property
     def grid(self) -> Grid:
@@ -138,7 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--seed", type=int, help="seed of the random directions")
     add_flag(p, "--coordinator_only", action="store_true",
              help="rank 0 only hands out work and writes results (no evaluation)")
-    add_flag(p, "--flush_seconds", type=float, help="longest time between snapshots of the surface file")
+    add_flag(p, "--flush_seconds", type=float,
+             help="longest time between snapshots of the surface file (and fsyncs of its journal)")
+    add_flag(p, "--fsync_every_result", action="store_true",
+             help="fsync the journal after every result, so a power loss costs no finished point "
+                  "(slower on network file systems)")
     add_flag(p, "--hessian", action="store_true",
              help="also max_eig, min_eig and eig_ratio=|min/max| of the Hessian of the first split's "
                   "loss at every point (Lanczos; tens of Hessian-vector products per point)")
@@ -167,10 +172,11 @@ def run_command(module: str, parser: argparse.ArgumentParser, argv: list[str] | 
     ended, EXIT_STOPPED when a signal stopped it, 2 for a user error.
     """
     argv = sys.argv[1:] if argv is None else argv
-    config = parse_config(parser, SurfaceConfig, argv)
     catch_stop_signals()
+    config = parse_config(parser, SurfaceConfig, argv)
     with exit_on_user_error():
         stats = run(adapt(config), command_line=["python", "-m", module, *argv])
+    finalize_together()
     return EXIT_STOPPED if stats.stopped_early else 0
 
 

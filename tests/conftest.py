@@ -211,8 +211,10 @@ def _code_names(code: types.CodeType) -> set[str]:
 
 @pytest.fixture(autouse=True)
 def keep_signal_handlers():
-    """Entry points called in-process catch SIGUSR1/SIGTERM; give the test process its own back."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    """Entry points called in-process catch the stop signals; give the test process its own back."""
+    from mpi_landscape.distributed import STOP_SIGNALS
+
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
