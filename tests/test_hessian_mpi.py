@@ -18,7 +18,7 @@ import mpi_landscape_models as models
 from conftest import module_command, run_module
 from mpi_landscape import hessian
 from mpi_landscape.cli import parse_config
-from mpi_landscape.plot_data import axis_label
+from mpi_landscape.views.plot_data import axis_label
 from mpi_landscape.store import JOURNAL_SUFFIX, read_surface
 
 DEMO = ["--model", "demo_mlp", "--dataset", "demo"]
