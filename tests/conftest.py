@@ -151,7 +151,7 @@ def _starts_work(obj) -> bool:
     """Is ``obj`` something that starts a process or a training run?"""
     from mpi_landscape.train import train
 
-    return obj is subprocess or obj is train or obj in (run_module, module_command)
+    return any(obj is work for work in (subprocess, train, run_module, module_command))  # identity: obj may be an array
 
 
 def pytest_configure(config):
