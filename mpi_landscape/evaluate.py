@@ -11,7 +11,10 @@ eval mode (BatchNorm uses its running statistics); accuracy is in percent.
 All requested splits are stacked and streamed through the model in one pass
 of full batches, each sample's loss added to its own split's sum. A point
 yields a small mapping of named floats (``train_loss``, ``train_acc``,
-``test_loss``, ...): callers pass them on without knowing what they mean.
+``train_nonfinite``, ``test_loss``, ...): callers pass them on without knowing
+what they mean. A sample whose outputs are not all finite (a diverged network,
+e.g. BatchNorm variances gone negative beyond an interpolation's ends) never
+counts as correct, and ``<split>_nonfinite`` is the fraction of such samples.
 
 Evaluation modes: ``precision`` runs the forward pass under autocast in bf16
 or fp16 (losses are still summed in float64); ``compile`` wraps the model in
@@ -263,16 +266,20 @@ class PointEvaluator:
         n_splits = len(self.data.names)
         loss_sums = torch.zeros(n_splits, dtype=torch.float64, device=self.device)
         correct = torch.zeros(n_splits, dtype=torch.int64, device=self.device)
+        nonfinite = torch.zeros(n_splits, dtype=torch.int64, device=self.device)
         with self._autocast(precision):
             for inputs, targets, split_ids in self.data.batches(batch_size):
                 outputs = forward(inputs)
                 loss_sums.index_add_(0, split_ids, per_sample_loss(outputs, targets, self.loss_name).double())
-                correct.index_add_(0, split_ids, (outputs.argmax(dim=1) == targets).long())
-        loss_sums, correct = loss_sums.tolist(), correct.tolist()  # one host sync per point
+                finite = torch.isfinite(outputs).all(dim=1)
+                correct.index_add_(0, split_ids, ((outputs.argmax(dim=1) == targets) & finite).long())
+                nonfinite.index_add_(0, split_ids, (~finite).long())
+        loss_sums, correct, nonfinite = loss_sums.tolist(), correct.tolist(), nonfinite.tolist()  # one sync
         values = {}
         for i, (name, n) in enumerate(zip(self.data.names, self.data.sizes)):
             values[f"{name}_loss"] = loss_sums[i] / n
             values[f"{name}_acc"] = 100.0 * correct[i] / n
+            values[f"{name}_nonfinite"] = nonfinite[i] / n
         return values
 
     def _recompute_batchnorm(self) -> None:
@@ -332,4 +339,4 @@ def largest_fitting_batch(try_batch, start: int, release=lambda: None) -> int:
 
 def metric_names(splits) -> list[str]:
     """The names a point's metrics get for these splits, in file order."""
-    return [f"{split}_{m}" for split in splits for m in ("loss", "acc")]
+    return [f"{split}_{m}" for split in splits for m in ("loss", "acc", "nonfinite")]

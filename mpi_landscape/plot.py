@@ -1,7 +1,8 @@
 """``python -m mpi_landscape.plot``: figures of surface files, as PNG and PDF.
 
-    python -m mpi_landscape.plot resnet56_surface.h5 --vmin 0.1 --vmax 10 --vlevel 0.5
-    python -m mpi_landscape.plot a.h5 b.h5 c.h5 --compare --metric train_loss
+    python -m mpi_landscape.plot resnet56_surface.h5
+    python -m mpi_landscape.plot resnet56_surface.h5 --vmin 0.1 --vmax 10 --vlevel 0.5   # the reference's
+    python -m mpi_landscape.plot a.h5 b.h5 c.h5 --compare --labels "SGD,Adam,SAM"
     python -m mpi_landscape.plot surf.h5 --proj_file proj.h5 --kinds contour
     python -m mpi_landscape.plot surf.h5 --watch 30        # while a run is writing it
 
@@ -9,8 +10,13 @@ A 1D file gives loss and accuracy against α (several files overlaid); a 2D
 file gives labelled contour lines, filled contours, a heatmap and a 3D
 surface of one metric; ``--proj_file`` adds an optimizer path on the contours
 and ``--compare`` puts several 2D surfaces side by side on one colour scale.
-Partial files are drawn as far as they are done. The paths written are
-printed, one per line.
+Levels and colour ranges come from the data unless ``--vmin/--vmax/--vlevel``
+fix them; a loss spanning a decade or more gets log-spaced round levels, so a
+trained network's basin has contours of its own. Points where the network
+diverged are gaps marked as such. A partial 2D file is drawn as the finest
+complete coarse-to-fine lattice it holds. Titles are short; the file's
+details go into each figure file's metadata. The paths written are printed,
+one per line.
 """
 
 from __future__ import annotations
@@ -26,16 +32,14 @@ from matplotlib.figure import Figure
 
 from .cli import add_flag, config_from, exit_on_user_error, new_parser
 from .errors import LandscapeError, require_folder
-from .plot_data import (default_prefix, explained_variance, figure_title, legend_label,
-                        metric_values)
-from .plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_compare,
-                           figure_trajectory)
 from .store import Surface, read_projection, read_surface
+from .views.plot_data import (colour_map, default_prefix, explained_variance, figure_metadata,
+                              figure_title, is_loss, legend_label, metric_values, preview)
+from .views.plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_compare,
+                                 figure_trajectory)
 
 FORMATS = ("png", "pdf", "svg")
-LOSS_SCALE = (0.1, 10.0, 0.5)  # the reference plot_2D's vmin, vmax, vlevel
-LOG_STEP = 0.1  # decades between contour levels with --log
-DATA_LEVELS = 20  # contour levels over the data range when no loss defaults apply
+AUTO_LOG_RATIO = 10.0  # a loss whose largest value is this many times its smallest gets log levels
 FILE_SUFFIX = {"contour": "2dcontour", "contourf": "2dcontourf", "heat": "2dheat",
                "surface": "3dsurface"}  # the reference plot_2D's names
 
@@ -58,6 +62,34 @@ class PlotConfig:
     dir_file: str | None = None
     compare: bool = False
     watch: float = 0.0
+    title: str | None = None
+    labels: str | None = None
+    loss_max: float | None = None
+    acc_range: str | None = None
+
+    @property
+    def label_list(self) -> list[str] | None:
+        """``--labels``: one per file, in order."""
+        if self.labels is None:
+            return None
+        labels = [label.strip() for label in self.labels.split(",")]
+        if len(labels) != len(self.surf_files):
+            raise LandscapeError(f"--labels gives {len(labels)} labels for {len(self.surf_files)} files: "
+                                 "give one per file, separated by commas")
+        return labels
+
+    @property
+    def acc_limits(self) -> tuple[float, float] | None:
+        """``--acc_range LO:HI`` as numbers."""
+        if self.acc_range is None:
+            return None
+        try:
+            lo, hi = (float(v) for v in self.acc_range.split(":"))
+        except ValueError:
+            raise LandscapeError(f"--acc_range {self.acc_range!r}: give LO:HI in percent, e.g. 0:100") from None
+        if not lo < hi:
+            raise LandscapeError(f"--acc_range {self.acc_range!r}: LO must be below HI")
+        return lo, hi
 
     @property
     def formats(self) -> list[str]:
@@ -78,6 +110,7 @@ class PlotConfig:
     def __post_init__(self) -> None:
         if self.dpi < 10:
             raise LandscapeError(f"--dpi {self.dpi}: give dots per inch, e.g. 300")
+        _ = self.label_list, self.acc_limits  # bad --labels or --acc_range: refused before any file is read
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,12 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--kinds", help=f"2D views to draw, among {', '.join(KINDS)}")
     add_flag(p, "--log", action="store_true",
              help="log scale for the loss (1D axis; 2D colours and levels; log10 height in 3D)")
-    add_flag(p, "--vmin", type=float, help=f"lowest contour level; None: {LOSS_SCALE[0]:g} for a loss, "
-             "else the data's minimum")
-    add_flag(p, "--vmax", type=float, help=f"highest contour level; None: {LOSS_SCALE[1]:g} for a loss, "
-             "else the data's maximum")
-    add_flag(p, "--vlevel", type=float, help=f"spacing of contour levels; None: {LOSS_SCALE[2]:g} for a "
-             f"loss, else 1/{DATA_LEVELS} of the range (with --log in decades: {LOG_STEP:g})")
+    add_flag(p, "--vmin", type=float, help="lowest contour level and colour (1D: loss axis bottom); "
+             "None: the data's minimum")
+    add_flag(p, "--vmax", type=float, help="highest contour level and colour, where the 3D surface is "
+             "clipped (1D: loss axis top); None: the data's maximum")
+    add_flag(p, "--vlevel", type=float, help="spacing of contour levels from --vmin (with --log in "
+             "decades); None: round levels, log-spaced for a loss spanning a decade or more")
+    add_flag(p, "--title", help="figure title; None: the model and checkpoint (and progress while partial)")
+    add_flag(p, "--labels", help="comma-separated names, one per file: --compare panel titles, 1D legend")
+    add_flag(p, "--loss_max", type=float, help="1D: top of the loss axis (as the reference's plot_1D)")
+    add_flag(p, "--acc_range", metavar="LO:HI", help="1D: accuracy axis range in percent, e.g. 0:100")
     add_flag(p, "--proj_file", help="projected trajectory (proj_xcoord, proj_ycoord) to draw on the contours")
     add_flag(p, "--dir_file", help="direction file for PCA axis labels; None: the one the surface names")
     add_flag(p, "--compare", action="store_true",
@@ -125,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     """Draw, print the paths written; with ``--watch``, redraw until the files are complete."""
     with exit_on_user_error():
         config = parse_plot_config(sys.argv[1:] if argv is None else argv)
+        try:
+            wait_for_files(config)
+        except KeyboardInterrupt:
+            return 130
         paths, fraction = draw(config)
         print("\n".join(paths), flush=True)
         try:
@@ -137,9 +178,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def wait_for_files(config: PlotConfig) -> None:
+    """With ``--watch``, wait (checking every SECONDS) until every surface file exists: a run
+    started a moment ago creates its file only once its ranks are set up."""
+    missing = [p for p in config.surf_files if not os.path.isfile(p)]
+    if config.watch <= 0 or not missing:
+        return
+    print(f"waiting for {', '.join(missing)} to appear", file=sys.stderr, flush=True)
+    while any(not os.path.isfile(p) for p in config.surf_files):
+        time.sleep(config.watch)
+
+
 def draw(config: PlotConfig) -> tuple[list[str], float]:
     """Draw every figure ``config`` asks for; returns the paths written and the lowest fraction done."""
-    loaded = [(path, read_surface(path)) for path in config.surf_files]
+    read = [(path, read_surface(path)) for path in config.surf_files]
+    fraction = min(s.fraction_done for _, s in read)
+    loaded = [(path, preview(s)) for path, s in read]
+    labels = config.label_list
     if len({s.y is None for _, s in loaded}) > 1:
         raise LandscapeError("1D and 2D surface files cannot be plotted together; plot them separately")
     for path, surface in loaded:
@@ -149,40 +204,48 @@ def draw(config: PlotConfig) -> tuple[list[str], float]:
     formats = config.formats
     with column_style():
         if loaded[0][1].y is None:
-            paths = _draw_1d(config, loaded, formats)
+            paths = _draw_1d(config, loaded, labels, formats)
         elif config.compare:
-            paths = _draw_compare(config, loaded, formats)
+            paths = _draw_compare(config, loaded, labels, formats)
         else:
             paths = [p for index, item in enumerate(loaded)
                      for p in _draw_2d(config, item, _prefix(config, index, len(loaded)), formats)]
-    return paths, min(s.fraction_done for _, s in loaded)
+    return paths, fraction
 
 
 def resolve_scale(config: PlotConfig, surfaces: list[Surface]) -> Scale:
-    """Contour levels and colour range: the flags, else the reference's for a loss, else the data's."""
-    log = config.log
-    if config.metric.endswith("loss"):
-        vmin, vmax, step = LOSS_SCALE[0], LOSS_SCALE[1], LOG_STEP if log else LOSS_SCALE[2]
-    else:
-        vmin, vmax = _data_range(config.metric, surfaces, positive=log)
-        step = (np.log10(vmax / vmin) if log else vmax - vmin) / DATA_LEVELS
-    vmin = config.vmin if config.vmin is not None else vmin
-    vmax = config.vmax if config.vmax is not None else vmax
-    step = config.vlevel if config.vlevel is not None else step
-    return Scale(vmin, vmax, step, log)
+    """Contour levels and colour range: the flags where given (exactly), else from the data.
+
+    The range is the finished, finite values' own; a loss whose values span a
+    decade or more gets a log scale with round 1-2-5 levels from just above
+    its minimum, unless ``--vlevel`` asks for the reference's evenly spaced ones.
+    """
+    metric = config.metric
+    lo, hi = _data_range(metric, surfaces, positive=config.log)
+    auto_log = (is_loss(metric) and config.vlevel is None and lo > 0 and hi / lo >= AUTO_LOG_RATIO
+                and (config.vmin is None or config.vmin > 0))
+    cmap, centre = colour_map(metric)
+    return Scale(config.vmin if config.vmin is not None else lo,
+                 config.vmax if config.vmax is not None else hi,
+                 config.vlevel, config.log or auto_log, cmap, centre)
 
 
-def _draw_1d(config: PlotConfig, loaded: list[tuple[str, Surface]], formats: list[str]) -> list[str]:
+def _draw_1d(config: PlotConfig, loaded: list[tuple[str, Surface]], labels: list[str] | None,
+             formats: list[str]) -> list[str]:
     if config.proj_file:
         raise LandscapeError("--proj_file needs a 2D surface: a trajectory is drawn on contours")
-    labels = [legend_label(s, path) for path, s in loaded]
-    if len(set(labels)) < len(labels):  # same model and checkpoint: tell them apart by file
-        labels = [f"{label} [{os.path.basename(path)}]" for label, (path, _) in zip(labels, loaded)]
+    labels = labels or _distinct_labels([legend_label(s, path) for path, s in loaded], loaded)
     curves = [(s, label) for (_, s), label in zip(loaded, labels)]
-    title = figure_title(loaded[0][1], loaded[0][0]) if len(loaded) == 1 else "loss and accuracy along α"
+    if config.title is not None:
+        title = config.title
+    else:
+        title = figure_title(loaded[0][1], loaded[0][0]) if len(loaded) == 1 else ""
+    loss_top = config.loss_max if config.loss_max is not None else config.vmax
+    fig = figure_1d(curves, title, log=config.log, loss_range=(config.vmin, loss_top),
+                    acc_range=config.acc_limits)
     stem = _prefix(config, 0, 1) + ("_1d_loss_acc" if len(loaded) == 1 else "_1d_compare")
-    return save(figure_1d(curves, title, log=config.log), stem + ("_log" if config.log else ""), formats,
-                config.dpi)
+    return save(fig, stem + ("_log" if config.log else ""), formats, config.dpi,
+                figure_metadata(loaded[0][1], loaded[0][0]))
 
 
 def _draw_2d(config: PlotConfig, item: tuple[str, Surface], prefix: str,
@@ -190,39 +253,59 @@ def _draw_2d(config: PlotConfig, item: tuple[str, Surface], prefix: str,
     path, surface = item
     scale = resolve_scale(config, [surface])
     variance = explained_variance(path, surface, config.dir_file)
-    title = figure_title(surface, path)
+    title = config.title if config.title is not None else figure_title(surface, path)
+    metadata = figure_metadata(surface, path)
     stem = f"{prefix}_{config.metric}"
     log = "_log" if config.log else ""
     paths = []
     for kind in config.kind_list:
-        fig = figure_2d(surface, config.metric, kind, scale, title, variance)
-        paths += save(fig, f"{stem}_{FILE_SUFFIX[kind]}{log}", formats, config.dpi)
+        fig = figure_2d(surface, config.metric, kind, scale, title, variance, log_height=config.log)
+        paths += save(fig, f"{stem}_{FILE_SUFFIX[kind]}{log}", formats, config.dpi, metadata)
     if config.proj_file:
         fig = figure_trajectory(surface, config.metric, read_projection(config.proj_file), scale,
                                 title, variance)
-        paths += save(fig, f"{stem}_2dcontour_proj{log}", formats, config.dpi)
+        paths += save(fig, f"{stem}_2dcontour_proj{log}", formats, config.dpi, metadata)
     return paths
 
 
-def _draw_compare(config: PlotConfig, loaded: list[tuple[str, Surface]],
+def _draw_compare(config: PlotConfig, loaded: list[tuple[str, Surface]], labels: list[str] | None,
                   formats: list[str]) -> list[str]:
     if config.proj_file:
         raise LandscapeError("--proj_file draws a path on one surface; leave out --compare")
     surfaces = [s for _, s in loaded]
+    labels = labels or _distinct_labels([legend_label(s, path) for path, s in loaded], loaded)
     variances = [explained_variance(path, s, config.dir_file) for path, s in loaded]
-    fig = figure_compare([(s, path) for path, s in loaded], config.metric,
-                         resolve_scale(config, surfaces), variances)
+    fig = figure_compare(list(zip(surfaces, labels)), config.metric, resolve_scale(config, surfaces),
+                         variances, title=config.title)
+    metadata = {"Title": config.title or ", ".join(labels),
+                "Subject": "; ".join(figure_metadata(s, path)["Subject"] for path, s in loaded)}
     return save(fig, f"{_prefix(config, 0, 1)}_{config.metric}_2dcompare{'_log' if config.log else ''}",
-                formats, config.dpi)
+                formats, config.dpi, metadata)
 
 
-def save(fig: Figure, stem: str, formats: list[str], dpi: int) -> list[str]:
-    """Write ``fig`` as ``stem.<format>`` for each format; returns the paths."""
+def _distinct_labels(labels: list[str], loaded: list[tuple[str, Surface]]) -> list[str]:
+    """The files' labels, each with its file name where two would read the same."""
+    if len(set(labels)) == len(labels):
+        return labels
+    return [f"{label} [{os.path.basename(path)}]" for label, (path, _) in zip(labels, loaded)]
+
+
+def save(fig: Figure, stem: str, formats: list[str], dpi: int,
+         metadata: dict[str, str] | None = None) -> list[str]:
+    """Write ``fig`` as ``stem.<format>`` for each format, ``metadata`` (Title, Subject) inside
+    each file; returns the paths."""
     require_folder(stem, f"cannot write {stem}.*")
     paths = [f"{stem}.{fmt}" for fmt in formats]
-    for path in paths:
-        fig.savefig(path, dpi=dpi)
+    for fmt, path in zip(formats, paths):
+        fig.savefig(path, dpi=dpi, metadata=_metadata_for(fmt, metadata or {}))
     return paths
+
+
+def _metadata_for(fmt: str, metadata: dict[str, str]) -> dict[str, str]:
+    """PDF keeps a Subject; PNG and SVG call it a Description."""
+    if fmt == "pdf":
+        return dict(metadata)
+    return {("Description" if k == "Subject" else k): v for k, v in metadata.items()}
 
 
 def _prefix(config: PlotConfig, index: int, count: int) -> str:

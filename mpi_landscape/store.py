@@ -168,11 +168,16 @@ def read_surface(path: str) -> Surface:
 
 
 def _done_from_values(metrics: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
-    """For files without a ``done`` mask: a point is done when its losses are real values."""
+    """For files without a ``done`` mask (the reference's): what its own scheduler counts as done.
+
+    The reference fills its arrays with -1 until a point is computed; every
+    other value is finished, a NaN or inf loss included (a diverged network,
+    e.g. beyond the ends of an interpolation), as its scheduler treats them.
+    """
     losses = [v for k, v in metrics.items() if k.endswith("loss")] or list(metrics.values())
     if not losses:
         return np.zeros(shape, dtype=bool)
-    return np.logical_and.reduce([np.isfinite(v) & (v != -1) for v in losses])
+    return np.logical_and.reduce([v != -1 for v in losses])
 
 
 class SurfaceLock:

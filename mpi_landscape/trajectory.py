@@ -11,7 +11,8 @@ layout (with sklearn's ``explained_variance_ratio_``, ``singular_values_`` and
 that plane into a projection file. A surface along the PCA directions is then
 an ordinary surface run with ``--model_file`` = the last checkpoint and
 ``--dir_file`` = this direction file; ``mpi_landscape.plot --proj_file``
-draws the path on it.
+draws the path on it. Both commands are printed, complete (with the data
+flags given here), so they run as printed.
 
 Which checkpoints: the epochs ``start_epoch, start_epoch + save_epoch, ...``
 up to ``max_epoch``, plus ``max_epoch`` itself when the step skips it (the
@@ -27,6 +28,7 @@ overwritten.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 
@@ -59,6 +61,9 @@ class TrajectoryConfig:
     projection: str = "cos"
     dir_file: str | None = None
     proj_file: str | None = None
+    dataset: str = "cifar10"
+    datapath: str = "cifar10/data"
+    raw_data: bool = False
 
     def resolved_dir_file(self) -> str:
         """``--dir_file``, or the reference's ``<folder>/PCA_<dir_type>[_ignore=..]_save_epoch=<s>/directions.h5``."""
@@ -92,7 +97,7 @@ class TrajectoryResult:
     epochs: np.ndarray
     xcoord: np.ndarray
     ycoord: np.ndarray
-    explained_variance_ratio: np.ndarray | None  # None when the direction file was not made by PCA here
+    explained_variance_ratio: np.ndarray | None  # None when the direction file holds no PCA ratios
 
 
 def checkpoint_series(folder: str, start_epoch: int = 0, max_epoch: int | None = None,
@@ -208,7 +213,7 @@ def run(config: TrajectoryConfig) -> TrajectoryResult:
         if given:
             require_folder(given, f"{flag} {given}")
     directions = _existing_directions(dir_file, net, config.dir_type, epochs, config.ignore)
-    matrix, ratio = None, None
+    matrix, ratio = None, _recorded_ratio(dir_file) if directions is not None else None
     if directions is None:
         matrix = trajectory_matrix(net, series, layout)
         directions, ratio = _pca_directions(matrix, layout, dir_file, config, net, series)
@@ -281,6 +286,12 @@ def _pca_directions(matrix: np.ndarray, layout: TensorLayout, dir_file: str, con
     return directions, components.explained_variance_ratio
 
 
+def _recorded_ratio(dir_file: str) -> np.ndarray | None:
+    """The explained variance ratios a PCA direction file holds (so a rerun reports them too), or None."""
+    ratio = read_directions(dir_file, tensors=False).extras.get("explained_variance_ratio_")
+    return None if ratio is None else np.asarray(ratio, dtype=np.float64).ravel()
+
+
 def _epochs_text(epochs) -> str:
     epochs = list(epochs)
     return f"{epochs[0]}..{epochs[-1]} ({len(epochs)} checkpoints)" if epochs else "none"
@@ -313,8 +324,24 @@ def build_parser():
     add_flag(p, "--dir_file", help="direction file to write, or to reuse if it exists; "
              "leave out for <model_folder>/PCA_<dir_type>[_ignore=biasbn]_save_epoch=<s>/directions.h5")
     add_flag(p, "--proj_file", help="projection file to write; leave out for <dir_file>_proj_<projection>.h5")
-    add_flag(p, "--dataset", help="accepted for old command lines; not needed")
+    add_flag(p, "--dataset", help="data the printed surface command evaluates on: cifar10, demo or "
+             "package.module:factory (the PCA itself reads checkpoints only)")
+    add_flag(p, "--datapath", help="folder holding cifar-10-batches-py, for the printed surface command")
+    add_flag(p, "--raw_data", action="store_true", help="no input normalization, for the printed surface command")
     return p
+
+
+def next_commands(config: TrajectoryConfig, result: TrajectoryResult) -> tuple[str, str]:
+    """The surface command along the PCA directions over the path, and the plot command that draws
+    the path on it: complete shell lines, quoted, that run as printed."""
+    surf_file = os.path.join(os.path.dirname(result.dir_file), "surface.h5")
+    surface = ["mpirun", "-n", "4", "python", "-m", "mpi_landscape.surface", "--model", config.model,
+               "--model_file", result.model_file, "--dataset", config.dataset, "--datapath", config.datapath,
+               *(["--raw_data"] if config.raw_data else []), "--dir_type", config.dir_type,
+               "--dir_file", result.dir_file, f"--x={covering_axis(result.xcoord)}",
+               f"--y={covering_axis(result.ycoord)}", "--surf_file", surf_file]
+    plot = ["python", "-m", "mpi_landscape.plot", surf_file, "--proj_file", result.proj_file]
+    return shlex.join(surface), shlex.join(plot)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,10 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"explained variance ratio of the two PCA directions: {ratios}")
     print(f"direction file: {result.dir_file}")
     print(f"projection file: {result.proj_file} ({len(result.epochs)} checkpoints)")
-    print("surface along these directions:\n"
-          f"  mpirun -n 4 python -m mpi_landscape.surface --model {config.model} --model_file {result.model_file} "
-          f"--dir_type {config.dir_type} --dir_file {result.dir_file} "
-          f"--x={covering_axis(result.xcoord)} --y={covering_axis(result.ycoord)}")
+    surface, plot = next_commands(config, result)
+    print(f"surface along these directions:\n  {surface}\nthe path on it:\n  {plot}")
     return 0
 
 

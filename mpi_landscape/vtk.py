@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 from .cli import add_flag, config_from, exit_on_user_error, new_parser
 from .errors import LandscapeError
-from .plot_data import default_prefix, done_text, metric_label
+from .views.plot_data import default_prefix, done_text, metric_label
 from .store import read_projection, read_surface
-from .vtk_export import (FORMATS, resample, surface_grid, to_polydata, to_structured_grid,
+from .views.vtk_export import (FORMATS, resample, surface_grid, to_polydata, to_structured_grid,
                          trajectory_polydata, write)
 
 
@@ -111,7 +111,7 @@ def run(config: VtkConfig) -> list[str]:
                   f"points and are left out of the path", file=sys.stderr)
         paths.append(write(path.polydata, f"{os.path.splitext(out)[0]}_trajectory.vtp"))
     if config.png:
-        from .plot_render import render_png  # loads OpenGL: only when a picture is asked for
+        from .views.plot_render import render_png  # loads OpenGL: only when a picture is asked for
 
         if polydata.GetNumberOfPolys() == 0:
             raise LandscapeError(f"{config.surf_file}: no finished quad to render yet "

@@ -12,7 +12,7 @@ import models
 from conftest import train_demo_net
 from mpi_landscape import compute_surface
 from mpi_landscape.data import demo_split
-from mpi_landscape.directions import DirectionSpec, create_directions
+from mpi_landscape.directions import DirectionSpec, create_directions, model_tensors
 from mpi_landscape.errors import LandscapeError
 from mpi_landscape.evaluate import PointEvaluator, SplitData, largest_fitting_batch
 
@@ -120,7 +120,7 @@ def test_several_splits_in_one_pass_equal_each_split_alone(trained):
     both = PointEvaluator(copy.deepcopy(trained), "weights", x, y, {"train": train, "test": test},
                           batch_size=1000)(0.4, -0.3)
     alone = PointEvaluator(copy.deepcopy(trained), "weights", x, y, {"test": test}, batch_size=1000)(0.4, -0.3)
-    assert list(both) == ["train_loss", "train_acc", "test_loss", "test_acc"]
+    assert list(both) == ["train_loss", "train_acc", "train_nonfinite", "test_loss", "test_acc", "test_nonfinite"]
     assert both["test_loss"] == pytest.approx(alone["test_loss"], rel=1e-6)
     assert both["test_acc"] == alone["test_acc"]
 
@@ -231,3 +231,17 @@ def test_precision_check_runs_fp32_eagerly_with_its_own_batch(trained):
     assert calls == [("fp32", evaluator.net)]
     eager_fp32 = PointEvaluator(copy.deepcopy(trained), "weights", x, y, splits, batch_size=64)(0.0, 0.0)
     assert check["fp32"]["train_loss"] == pytest.approx(eager_fp32["train_loss"], rel=1e-6)
+
+
+def test_diverged_network_never_counts_as_correct_and_reports_its_nonfinite_share(trained):
+    """Beyond an interpolation's end BatchNorm variances go negative: NaN outputs are no prediction."""
+    _, states = model_tensors(trained, "states")
+    towards_minus_theta = [-t.float() for t in states]  # at α = 2 every state is −θ*: negative variances
+    evaluator = PointEvaluator(copy.deepcopy(trained), "states", towards_minus_theta, None,
+                               {"train": demo_split("train")}, batch_size=500)
+    diverged = evaluator(2.0)
+    assert np.isnan(diverged["train_loss"])
+    assert diverged["train_acc"] == 0.0  # argmax of a NaN row would say class 0: 33.33% on 3 classes
+    assert diverged["train_nonfinite"] == 1.0
+    centre = evaluator(0.0)
+    assert centre["train_nonfinite"] == 0.0 and centre["train_acc"] > 85

@@ -10,6 +10,8 @@ checked as files (valid PNG/PDF, not a blank image) and as matplotlib objects
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -21,10 +23,12 @@ from matplotlib.image import imread
 from conftest import run_module
 from mpi_landscape import plot
 from mpi_landscape.errors import LandscapeError
-from mpi_landscape.plot_data import (done_text, figure_title, legend_label, locate_dir_file,
-                                     read_explained_variance)
-from mpi_landscape.plot_figures import Scale, figure_1d, figure_2d, figure_compare, figure_trajectory
 from mpi_landscape.store import Surface, read_projection, read_surface
+from mpi_landscape.views.plot_data import (diverged_mask, done_text, figure_metadata, figure_title,
+                                           legend_label, locate_dir_file, metric_values, preview,
+                                           read_explained_variance)
+from mpi_landscape.views.plot_figures import (Scale, column_style, figure_1d, figure_2d, figure_compare,
+                                              figure_trajectory)
 from surface_files import DEMO_CONFIG, bowl, write_projection, write_reference_surface, write_surface
 
 
@@ -82,7 +86,8 @@ def test_reference_layout_files(tmp_path, capsys, nx, ny):
     expected.mask[ny - 1, nx - 1] = True
     np.testing.assert_array_equal(drawn.mask, expected.mask)
     np.testing.assert_allclose(drawn.compressed(), expected.compressed())
-    assert fig.axes[0].get_title() == f"ref.h5\n{nx}×{ny} grid, {done_text(1 - 1 / (nx * ny))}"
+    assert fig.axes[0].get_title() == f"ref.h5, {done_text(1 - 1 / (nx * ny))}"
+    assert figure_metadata(surface, path)["Subject"] == f"ref.h5: {nx}×{ny} grid, {done_text(1 - 1 / (nx * ny))}"
     paths = run_plot(capsys, path, "--format", "png")
     assert len(paths) == 4
     for p in paths:
@@ -95,7 +100,9 @@ def test_partial_file_masks_unfinished_points_and_says_how_much_is_done(tmp_path
     done.ravel()[:63] = True
     surface = read_surface(write_surface(tmp_path / "partial.h5", x, y, done=done))
     title = figure_title(surface, "partial.h5")
-    assert title == "demo_mlp · demo.t7\nfilter-normalized weights, 10×10 grid, 63% done"
+    assert title == "demo_mlp · demo.t7, 63% done"
+    assert figure_metadata(surface, "partial.h5")["Subject"] == \
+        "partial.h5: filter-normalized weights, 10×10 grid, 63% done"
     fig = figure_2d(surface, "train_loss", "heat", Scale(0.1, 10, 0.5), title)
     drawn = fig.axes[0].collections[0].get_array()
     assert drawn.mask.sum() == 37 and not drawn.mask.ravel()[:63].any()
@@ -106,10 +113,12 @@ def test_titles_of_complete_files_and_rounding():
     assert done_text(0.999) == "99% done" and done_text(0.0) == "0% done"
     x = np.linspace(-1, 1, 3)
     complete = Surface(x, x, {}, np.ones((3, 3), dtype=bool), None, {"config": DEMO_CONFIG})
-    assert figure_title(complete, "f.h5") == "demo_mlp · demo.t7\nfilter-normalized weights, 3×3 grid"
+    assert figure_title(complete, "f.h5") == "demo_mlp · demo.t7"
+    assert figure_metadata(complete, "f.h5") == {"Title": "demo_mlp · demo.t7",
+                                                 "Subject": "f.h5: filter-normalized weights, 3×3 grid"}
     interp = Surface(x, None, {}, np.ones(3, dtype=bool), None,
                      {"config": {**DEMO_CONFIG, "model_file2": "b.t7"}})
-    assert figure_title(interp, "f.h5") == "demo_mlp · demo.t7\ninterpolation to b.t7, 3 points"
+    assert figure_metadata(interp, "f.h5")["Subject"] == "f.h5: interpolation to b.t7, 3 points"
 
 
 def test_1d_files_overlaid(tmp_path, capsys):
@@ -152,9 +161,15 @@ def test_trajectory_on_contours_with_pca_axes_and_lr_drops(tmp_path, capsys, mon
                             Scale(0.1, 10, 0.5), "t", (0.6234, 0.2101))
     ax = fig.axes[0]
     assert ax.get_xlabel() == "PC1 (62.3% of variance)" and ax.get_ylabel() == "PC2 (21.0% of variance)"
-    drops = [line for line in ax.lines if line.get_label() == "lr drop"][0]
+    drops = [line for line in ax.lines if line.get_label().startswith("lr drop")][0]
     np.testing.assert_allclose(drops.get_xdata(), 0.8 * (1 - t[[3, 8]]))
-    assert sorted(t.get_text() for t in ax.texts if t.get_text().startswith("ep")) == ["ep 30", "ep 80"]
+    assert drops.get_label() == "lr drop (epoch 30, 80)"  # named once in the legend: no labels to overprint
+    assert drops.get_color() == "red" and drops.get_marker() == "o"  # the paper's red dots
+    assert not [t for t in ax.texts if t.get_text().startswith("ep")]
+    marks = {line.get_label(): line for line in ax.lines}
+    assert (marks["start"].get_xdata()[0], marks["end"].get_xdata()[0]) == (0.8, 0.0)
+    legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {"start", "end", "lr drop (epoch 30, 80)"} <= set(legend_texts)
 
     monkeypatch.chdir(tmp_path.parent)  # the stored dir_file name is found beside the surface file too
     assert read_explained_variance(locate_dir_file(surf, read_surface(surf), None)) == (0.6234, 0.2101)
@@ -178,7 +193,7 @@ def test_compare_puts_surfaces_on_one_colour_scale(tmp_path, capsys):
     x = np.linspace(-1, 1, 8)
     paths = [write_surface(tmp_path / f"s{i}.h5", x, x, metrics={"train_loss": (i + 1) * bowl(x, x)},
                            config={**DEMO_CONFIG, "model": f"net{i}"}) for i in range(3)]
-    surfaces = [(read_surface(p), p) for p in paths]
+    surfaces = [(read_surface(p), f"net{i} · demo.t7") for i, p in enumerate(paths)]
     fig = figure_compare(surfaces, "train_loss", Scale(0.1, 10, 0.5), [None] * 3)
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in panels] == ["net0 · demo.t7", "net1 · demo.t7", "net2 · demo.t7"]
@@ -199,7 +214,11 @@ def test_log_scale_and_other_metrics(tmp_path, capsys):
     surface = read_surface(write_surface(tmp_path / "s.h5", x, x))
     config = plot.parse_plot_config([str(tmp_path / "s.h5"), "--log"])
     scale = plot.resolve_scale(config, [surface])
-    np.testing.assert_allclose(scale.levels()[[0, 10, 20]], [0.1, 1.0, 10.0])
+    low = surface.metrics["train_loss"].min()
+    assert scale.log and scale.vmin == low
+    levels = scale.levels()
+    assert levels[0] > low and levels[-1] <= surface.metrics["train_loss"].max() and len(levels) >= 8
+    assert all(len(f"{v:g}".replace(".", "").strip("0")) <= 2 for v in levels)  # 1, 1.5, 2, 3, 5, ...
     config = plot.parse_plot_config([str(tmp_path / "s.h5"), "--metric", "test_acc"])
     scale = plot.resolve_scale(config, [surface])
     acc = surface.metrics["test_acc"]
@@ -207,8 +226,12 @@ def test_log_scale_and_other_metrics(tmp_path, capsys):
     paths = run_plot(capsys, str(tmp_path / "s.h5"), "--metric", "test_acc", "--kinds", "surface,heat",
                      "--format", "png")
     assert [os.path.basename(p) for p in paths] == ["s_test_acc_3dsurface.png", "s_test_acc_2dheat.png"]
-    fig = figure_2d(surface, "train_loss", "surface", Scale(0.1, 10, 0.1, log=True), "t")
-    assert fig.axes[0].get_zlabel() == "log10 loss (train, mean cross-entropy)"
+    fig = figure_2d(surface, "train_loss", "surface", Scale(0.1, 10, 0.1, log=True), "t", log_height=True)
+    fig.canvas.draw()
+    ax3d, bar = fig.axes
+    assert bar.get_ylabel() == "loss (train, mean cross-entropy)"
+    z_ticks = [t.get_text() for t in ax3d.get_zticklabels() if t.get_text()]
+    assert z_ticks and set(z_ticks) <= {"0.01", "0.1", "1", "10", "100"}  # height log10, ticks in decades
 
 
 def test_watch_redraws_until_the_file_is_complete(tmp_path, capsys):
@@ -256,3 +279,204 @@ def test_command_line_entry_point(demo_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(tmp_path / "cli_train_loss_2dcontour.png")]
     assert_png(result.stdout.split()[0])
+
+
+def test_reference_interpolation_nan_points_are_done_and_diverged(tmp_path):
+    """The reference's scheduler counts NaN points as finished: so do we, and they show as diverged."""
+    x = np.linspace(-0.5, 1.5, 9)
+    loss = np.where((x < -0.3) | (x > 1.3), np.nan, 0.1 + x ** 2)
+    acc = np.where(np.isnan(loss), 100 / 3, 90.0)  # what argmax of NaN rows gave the reference: class 0
+    path = tmp_path / "ref_interp.h5"
+    with h5py.File(path, "w") as f:
+        f["xcoordinates"], f["train_loss"], f["train_acc"] = x, loss, acc
+    surface = read_surface(str(path))
+    assert surface.fraction_done == 1.0
+    assert done_text(surface.fraction_done) == "100% done"
+    np.testing.assert_array_equal(diverged_mask(surface, "train_acc"), np.isnan(loss))
+    values = metric_values(surface, "train_acc")
+    assert np.isnan(values[np.isnan(loss)]).all() and (values[~np.isnan(loss)] == 90).all()
+
+
+def basin(x: np.ndarray) -> np.ndarray:
+    """A trained network's loss: 0.004 at the minimum, 4 at the corners (three decades)."""
+    xx, yy = np.meshgrid(x, x)
+    return 0.004 * 1000 ** ((xx ** 2 + yy ** 2) / 2)
+
+
+def test_default_levels_resolve_the_basin_and_colours_end_at_the_data(tmp_path):
+    x = np.linspace(-1, 1, 21)
+    loss = basin(x)
+    surface = read_surface(write_surface(tmp_path / "s.h5", x, x, metrics={"train_loss": loss}))
+    config = plot.parse_plot_config([str(tmp_path / "s.h5")])
+    scale = plot.resolve_scale(config, [surface])
+    assert (scale.vmin, scale.vmax) == (loss.min(), loss.max())  # the data's range, not 0.1..10
+    assert (scale.levels() < 0.1).sum() >= 3
+    fig = figure_2d(surface, "train_loss", "contour", scale, "t")
+    assert (np.asarray(fig.axes[0].collections[0].levels) < 0.1).sum() >= 3  # drawn, not just computed
+    reference = plot.resolve_scale(plot.parse_plot_config([str(tmp_path / "s.h5"), "--vmin", "0.1", "--vmax",
+                                                           "10", "--vlevel", "0.5"]), [surface])
+    np.testing.assert_allclose(reference.levels(), np.arange(0.1, 10, 0.5))  # the reference's, exactly
+    assert not reference.log and (reference.vmin, reference.vmax) == (0.1, 10)
+
+
+def colour_bar_labels(fig) -> list[str]:
+    fig.canvas.draw()
+    bar = fig.axes[-1]
+    return [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
+
+
+@pytest.mark.parametrize("kind", ["contour", "contourf", "heat", "surface"])
+def test_colour_bar_ticks_are_round_numbers(tmp_path, kind):
+    x = np.linspace(-1, 1, 9)
+    xx, yy = np.meshgrid(x, x)
+    acc = 48.5333 + (94.8533 - 48.5333) * (1 - (xx ** 2 + yy ** 2) / 2)
+    surface = read_surface(write_surface(tmp_path / "s.h5", x, x, metrics={"train_acc": acc}))
+    scale = plot.resolve_scale(plot.parse_plot_config([str(tmp_path / "s.h5"), "--metric", "train_acc"]),
+                               [surface])
+    labels = colour_bar_labels(figure_2d(surface, "train_acc", kind, scale, "t"))
+    assert len(labels) >= 3
+    for label in labels:
+        digits = label.replace("−", "").replace("-", "").replace(".", "").lstrip("0")
+        assert len(digits.rstrip("0") or "0") <= 3, labels
+
+
+def test_equal_aspect_for_directions_in_the_same_units(tmp_path):
+    x = np.linspace(-1, 1, 7)
+    square = read_surface(write_surface(tmp_path / "s.h5", x, x))
+    assert figure_2d(square, "train_loss", "heat", Scale(0.1, 10), "t").axes[0].get_aspect() == 1.0
+    interp = read_surface(write_surface(tmp_path / "i.h5", x, x, config={**DEMO_CONFIG, "model_file2": "b.t7"}))
+    assert figure_2d(interp, "train_loss", "heat", Scale(0.1, 10), "t").axes[0].get_aspect() == "auto"
+
+
+def test_titles_labels_and_metadata_from_the_command_line(tmp_path, capsys):
+    from PIL import Image
+
+    x = np.linspace(-1, 1, 6)
+    paths = [write_surface(tmp_path / f"s{i}.h5", x, x) for i in range(2)]  # same model and checkpoint
+    out = str(tmp_path / "cmp")
+    run_plot(capsys, *paths, "--compare", "--format", "png", "--out", out)
+    shown = plot.draw(plot.parse_plot_config([*paths, "--compare", "--format", "png", "--out", out]))
+    assert shown[1] == 1.0
+    fig = figure_compare([(read_surface(p), f"panel {i}") for i, p in enumerate(paths)], "train_loss",
+                         Scale(0.1, 10), [None] * 2, title="Figure 6")
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["panel 0", "panel 1"]
+    assert fig.get_suptitle() == "Figure 6"
+    written = run_plot(capsys, *paths, "--compare", "--format", "png", "--out", out, "--labels", "SGD, Adam",
+                       "--title", "two optimizers")
+    text = Image.open(written[0]).text
+    assert text["Title"] == "two optimizers" and "s0.h5: filter-normalized weights, 6×6 grid" in text["Description"]
+    default = plot._distinct_labels(["net · a.t7", "net · a.t7"], [(p, None) for p in paths])
+    assert default == ["net · a.t7 [s0.h5]", "net · a.t7 [s1.h5]"]  # identical defaults told apart
+    with pytest.raises(SystemExit):
+        plot.main([*paths, "--compare", "--labels", "only one"])
+    assert "--labels gives 1 labels for 2 files" in capsys.readouterr().err
+
+
+def test_3d_surface_has_a_colour_bar_and_is_clipped_at_vmax(tmp_path):
+    x = np.linspace(-1, 1, 9)
+    surface = read_surface(write_surface(tmp_path / "s.h5", x, x))
+    fig = figure_2d(surface, "train_loss", "surface", Scale(0.2, 1.5), "t")
+    ax3d = fig.axes[0]
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel().startswith("loss")
+    heights = ax3d.collections[0]._faces[..., 2]  # the drawn polygons' z coordinates
+    assert np.nanmax(heights) <= 1.5 + 1e-9 and ax3d.get_zlim()[1] == pytest.approx(1.5)
+
+
+def test_1d_ranges_legend_outside_and_diverged_ends(tmp_path, capsys):
+    x = np.linspace(-0.5, 1.5, 21)
+    loss = np.where((x < -0.35) | (x > 1.35), np.nan, 0.05 + (x - 0.5) ** 2)
+    metrics = {"train_loss": loss, "train_acc": np.where(np.isnan(loss), 0.0, 95.0),
+               "train_nonfinite": np.where(np.isnan(loss), 1.0, 0.0)}
+    path = write_surface(tmp_path / "interp.h5", x, metrics=metrics)
+    surface = read_surface(path)
+    fig = figure_1d([(surface, "a")], "t", loss_range=(0, 5), acc_range=(0, 100))
+    loss_ax, acc_ax = fig.axes
+    assert loss_ax.get_ylim() == (0, 5) and acc_ax.get_ylim() == (0, 100)
+    assert loss_ax.get_legend() is None and acc_ax.get_legend() is None and len(fig.legends) == 1
+    acc = acc_ax.lines[0].get_ydata()
+    assert np.isnan(acc[np.isnan(loss)]).all()  # no accuracy drawn where the network is undefined
+    bands = [p for p in loss_ax.patches if p.get_label().startswith("diverged")]
+    assert len(bands) == 2
+    assert "diverged (non-finite outputs)" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+    config = plot.parse_plot_config([path, "--loss_max", "3", "--acc_range", "50:100", "--vmin", "0.01"])
+    with column_style():
+        written = plot._draw_1d(config, [(path, surface)], None, ["png"])
+    assert_png(written[0])
+    with pytest.raises(SystemExit):
+        plot.main([path, "--acc_range", "100:50"])
+    assert "LO must be below HI" in capsys.readouterr().err
+
+
+def test_diverged_points_are_marked_in_2d(tmp_path):
+    x = np.linspace(-1, 1, 5)
+    loss = bowl(x, x)
+    loss[0, 0] = np.nan
+    nonfinite = np.zeros_like(loss)
+    nonfinite[0, 0] = 1.0
+    acc = np.where(np.isnan(loss), 0.0, 90.0)
+    surface = read_surface(write_surface(tmp_path / "s.h5", x, x, metrics={
+        "train_loss": loss, "train_acc": acc, "train_nonfinite": nonfinite}))
+    fig = figure_2d(surface, "train_acc", "heat", Scale(80, 100), "t")
+    ax = fig.axes[0]
+    assert np.ma.getmaskarray(ax.collections[0].get_array()).reshape(5, 5)[0, 0]  # a gap, not 0 %
+    marks = [line for line in ax.lines if line.get_label() == "diverged"]
+    assert len(marks) == 1 and (marks[0].get_xdata()[0], marks[0].get_ydata()[0]) == (-1, -1)
+
+
+def test_any_metric_is_drawn_and_min_eig_gets_a_diverging_map(tmp_path, capsys):
+    x = np.linspace(-1, 1, 7)
+    xx, yy = np.meshgrid(x, x)
+    metrics = {"train_loss": bowl(x, x), "min_eig": xx - 0.3, "eig_ratio": 0.5 + 0 * xx}
+    path = write_surface(tmp_path / "h.h5", x, x, metrics=metrics)
+    surface = read_surface(path)
+    scale = plot.resolve_scale(plot.parse_plot_config([path, "--metric", "min_eig"]), [surface])
+    assert scale.cmap == "RdBu_r" and scale.norm().vcenter == 0
+    fig = figure_2d(surface, "min_eig", "heat", scale, "t")
+    assert fig.axes[0].collections[0].get_cmap().name == "RdBu_r"
+    assert fig.axes[1].get_ylabel() == "smallest Hessian eigenvalue"
+    for metric in ("min_eig", "eig_ratio"):
+        assert run_plot(capsys, path, "--metric", metric, "--kinds", "heat", "--format", "png")
+
+
+def test_watch_waits_for_the_file_to_appear(tmp_path, capsys):
+    x = np.linspace(-1, 1, 5)
+    path = tmp_path / "later.h5"
+
+    def create_later():
+        time.sleep(1.0)
+        write_surface(tmp_path / "tmp.h5", x, x)
+        os.replace(tmp_path / "tmp.h5", path)
+
+    creator = threading.Thread(target=create_later)
+    creator.start()
+    assert plot.main([str(path), "--watch", "0.2", "--kinds", "heat", "--format", "png"]) == 0
+    creator.join()
+    out, err = capsys.readouterr()
+    assert "waiting for" in err and out.split() == [str(tmp_path / "later_train_loss_2dheat.png")]
+
+
+def test_partial_coarse_to_fine_file_is_drawn_at_its_finest_complete_lattice(tmp_path):
+    from mpi_landscape.grid import Grid
+
+    x = np.linspace(-1, 1, 9)
+    order = Grid.parse("-1:1:9", "-1:1:9").coarse_to_fine()
+    done = np.zeros((9, 9), dtype=bool)
+    done.ravel()[order[:25 + 6]] = True  # levels 0-1 (3×3), level 2 (5×5) and 6 points of level 3
+    surface = read_surface(write_surface(tmp_path / "p.h5", x, x, done=done))
+    shown = preview(surface)
+    np.testing.assert_allclose(shown.x, x[::2])
+    assert shown.done.all() and figure_title(shown, "p.h5") == "demo_mlp · demo.t7, 38% done, shown at 5×5"
+    fig = figure_2d(shown, "train_loss", "heat", Scale(0.1, 10), figure_title(shown, "p.h5"))
+    drawn = fig.axes[0].collections[0].get_array()
+    assert drawn.size == 25 and not np.ma.getmaskarray(drawn).any()  # a surface, not isolated dots
+    done.ravel()[order[:81]] = True
+    assert preview(read_surface(write_surface(tmp_path / "full.h5", x, x, done=done))).x.size == 9
+
+
+def test_views_and_their_entry_points_load_neither_torch_nor_mpi4py():
+    probe = ("import sys, mpi_landscape.plot, mpi_landscape.vtk, mpi_landscape.views.plot_render; "
+             "print(sorted(m for m in ('torch', 'mpi4py') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], text=True, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

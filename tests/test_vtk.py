@@ -8,7 +8,9 @@ that touch unfinished points; the trajectory must lie on the surface; and the
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -22,7 +24,7 @@ from vtkmodules.vtkIOXML import vtkXMLPolyDataReader, vtkXMLStructuredGridReader
 import mpi_landscape
 from conftest import run_module
 from mpi_landscape import vtk as vtk_command
-from mpi_landscape.plot_render import render_png
+from mpi_landscape.views.plot_render import render_png
 from mpi_landscape.store import read_surface
 from surface_files import bowl, write_projection, write_reference_surface, write_surface
 
@@ -145,6 +147,11 @@ def test_a_diverged_point_is_a_hole_unless_clipped(tmp_path):
     hole = read_back(export(path)[0])
     assert hole.GetNumberOfPolys() == 9 - 4 and np.isnan(point_array(hole, "train_loss")[1 * 4 + 2])
     assert (point_array(hole, "done") == 1).all()
+    assert point_array(hole, "diverged").tolist() == [int(i == 1 * 4 + 2) for i in range(16)]
+    acc = np.where(np.isinf(loss), 100 / 3, 90.0)  # argmax of NaN outputs: class 0
+    both = write_surface(tmp_path / "a.h5", x, x, metrics={"train_loss": loss, "train_acc": acc})
+    by_acc = read_back(export(both, "--metric", "train_acc")[0])
+    assert by_acc.GetNumberOfPolys() == 9 - 4 and np.isnan(point_array(by_acc, "train_acc")[1 * 4 + 2])
     clipped = read_back(export(path, "--zmax", "3")[0])
     assert clipped.GetNumberOfPolys() == 9 and points_of(clipped)[1 * 4 + 2, 2] == 3
 
@@ -185,6 +192,8 @@ def test_trajectory_lies_on_the_surface(tmp_path):
     np.testing.assert_allclose(xyz[:, 2], 1 + 0.5 * px[keep] - 0.25 * py[keep], atol=1e-12)
     np.testing.assert_array_equal(point_array(line, "epoch"), np.array(keep) * 10)
     np.testing.assert_array_equal(point_array(line, "lr_drop"), [0, 0, 1, 0, 0, 0])
+    verts = line.GetVerts()  # the drop as a vertex cell of its own, for ParaView's Threshold
+    assert verts.GetNumberOfCells() == 1 and vtk_to_numpy(verts.GetConnectivityArray()).tolist() == [2]
 
 
 def test_vtp_renders_off_screen_to_a_surface_picture(demo_run, tmp_path):
@@ -238,3 +247,56 @@ def test_command_line_entry_point(demo_run, tmp_path):
     result = run_module("mpi_landscape.vtk", demo_run, "--format", "vts", "--out", str(tmp_path / "d.vts"))
     assert result.returncode == 0, result.stderr
     assert read_back(result.stdout.strip()).GetNumberOfPoints() == 5 * 4
+
+
+# ---------------------------------------------------------------- ParaView itself
+
+PARAVIEW_STEPS = os.path.join(os.path.dirname(__file__), "paraview_steps.py")
+REQUIRE_PARAVIEW = "MPI_LANDSCAPE_REQUIRE_PARAVIEW"  # set in CI: a missing pvbatch fails there
+
+
+def pvbatch_command() -> list[str]:
+    """ParaView's batch interpreter, under a virtual X server when there is no display
+    (Debian's ParaView renders through X only); skips, or fails where it is required, without one."""
+    missing = [tool for tool in ("pvbatch",) + (() if os.environ.get("DISPLAY") else ("xvfb-run",))
+               if not shutil.which(tool)]
+    if missing:
+        message = f"{', '.join(missing)} not installed (Debian: apt-get install paraview python3-paraview xvfb)"
+        if os.environ.get(REQUIRE_PARAVIEW) == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return ["pvbatch"] if os.environ.get("DISPLAY") else ["xvfb-run", "-a", "pvbatch"]
+
+
+def rgb_pixels(path: str) -> np.ndarray:
+    reader = vtkPNGReader()
+    reader.SetFileName(path)
+    reader.Update()
+    return vtk_to_numpy(reader.GetOutput().GetPointData().GetScalars())[:, :3].astype(int)
+
+
+def test_paraview_follows_the_documented_steps(tmp_path):
+    """docs/paraview.md in ParaView (pvbatch, off-screen): the surface, the warped flat export, and
+    the path whose lr drops Threshold + Glyph select (vertex cells: a polyline alone gives 0 points)."""
+    command = pvbatch_command()
+    x = np.linspace(-1, 1, 21)
+    surf = write_surface(tmp_path / "s.h5", x, x)
+    t = np.linspace(0, 1, 12)
+    proj = write_projection(tmp_path / "p.h5", 0.8 * (1 - t), 0.5 * (1 - t) ** 2,
+                            epochs=np.arange(0, 120, 10), drops=np.array([30, 80]))
+    surface_vtp, path_vtp = export(surf, "--proj_file", proj, "--out", str(tmp_path / "s.vtp"))
+    flat_vtp, = export(surf, "--flat", "--out", str(tmp_path / "flat.vtp"))
+    done = subprocess.run([*command, PARAVIEW_STEPS, surface_vtp, flat_vtp, path_vtp, str(tmp_path)],
+                          text=True, capture_output=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["threshold_points"] == 2  # Threshold on lr_drop keeps the two drops
+    for name in ("surface", "warped", "path"):
+        pixels = rgb_pixels(str(tmp_path / f"{name}.png"))
+        drawn = (pixels < 245).any(axis=1).mean()
+        assert 0.08 < drawn < 0.95, f"{name}.png: {drawn:.0%} of the picture drawn"
+        packed = pixels[:, 0] << 16 | pixels[:, 1] << 8 | pixels[:, 2]
+        assert len(np.unique(packed)) > 200, f"{name}.png is not a shaded, coloured surface"
+    pixels = rgb_pixels(str(tmp_path / "path.png"))
+    red = (pixels[:, 0] > 200) & (pixels[:, 1] < 60) & (pixels[:, 2] < 60)
+    assert red.sum() > 30  # the drops' red spheres are in the picture

@@ -8,6 +8,8 @@ after clipping at ``zmax``, as the reference); every metric of the file rides
 along as point data (NaN where unfinished or diverged), so ParaView can
 colour by any of them.
 
+Points where the network diverged (non-finite outputs) carry ``diverged = 1``
+and NaN metrics, and no quad uses them either: holes, never accuracy values.
 Unfinished points of a partial run are never drawn: they carry ``done = 0``
 and NaN metrics, no quad uses them (the .vts hides them through VTK's
 blanking), and they sit at the lowest drawn height so they cannot stretch the
@@ -25,13 +27,15 @@ from vtkmodules.vtkCommonCore import vtkPoints
 from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData, vtkStructuredGrid
 from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter, vtkXMLStructuredGridWriter
 
-from .errors import LandscapeError, require_folder
-from .plot_data import done_text, metric_values
+from ..errors import LandscapeError, require_folder
+from .plot_data import diverged_mask, done_text, metric_values
 from .plot_grid import is_regular, resample_bicubic, sample_bilinear
-from .store import Projection, Surface
+from ..store import Projection, Surface
 
 HEIGHT = "height"
 DONE = "done"
+DIVERGED = "diverged"
+LR_DROP = "lr_drop"
 FORMATS = ("vtp", "vts")
 
 
@@ -45,6 +49,7 @@ class SurfaceGrid:
     done: np.ndarray
     height: np.ndarray
     metric: str
+    diverged: np.ndarray
 
     @property
     def drawable(self) -> np.ndarray:
@@ -60,7 +65,10 @@ def surface_grid(surface: Surface, metric: str, log: bool = False,
     metric_values(surface, metric)  # refuses a metric the file does not hold
     arrays = {name: metric_values(surface, name) for name in surface.metrics}
     raw = np.where(surface.done, surface.metrics[metric], np.nan)  # a diverged inf still clips to zmax
-    return SurfaceGrid(surface.x, surface.y, arrays, surface.done.copy(), heights(raw, log, zmax), metric)
+    diverged = diverged_mask(surface, metric)
+    raw[diverged & ~np.isinf(raw)] = np.nan  # e.g. an accuracy at non-finite outputs: no height
+    return SurfaceGrid(surface.x, surface.y, arrays, surface.done.copy(), heights(raw, log, zmax), metric,
+                       diverged)
 
 
 def heights(values: np.ndarray, log: bool = False, zmax: float | None = None) -> np.ndarray:
@@ -90,7 +98,7 @@ def resample(grid: SurfaceGrid, n: int, log: bool = False, zmax: float | None = 
     x = np.linspace(grid.x[0], grid.x[-1], n)
     y = np.linspace(grid.y[0], grid.y[-1], n)
     return replace(grid, x=x, y=y, arrays=arrays, done=np.ones((n, n), dtype=bool),
-                   height=heights(arrays[grid.metric], log, zmax))
+                   height=heights(arrays[grid.metric], log, zmax), diverged=np.zeros((n, n), dtype=bool))
 
 
 def to_polydata(grid: SurfaceGrid, flat: bool = False) -> vtkPolyData:
@@ -135,6 +143,9 @@ def trajectory_polydata(grid: SurfaceGrid, projection: Projection, flat: bool = 
     Checkpoints outside the grid or over unfinished points have no height and
     are left out; the path is split there, so it never jumps across a gap (a
     lone checkpoint between two gaps, with no segment to lie on, goes too).
+    Each learning-rate drop is also a vertex cell of its own: ParaView's
+    Threshold keeps whole cells, so a drop inside the polyline could never be
+    selected, while its vertex cell (``lr_drop`` = 1 on all its points) is.
     """
     z = sample_bilinear(grid.x, grid.y, grid.height, projection.xcoord, projection.ycoord)
     placed = np.isfinite(z)
@@ -149,14 +160,19 @@ def trajectory_polydata(grid: SurfaceGrid, projection: Projection, flat: bool = 
     lines = vtkCellArray()
     lines.SetData(numpy_to_vtkIdTypeArray(offsets, deep=True),
                   numpy_to_vtkIdTypeArray(np.arange(len(keep), dtype=np.int64), deep=True))
+    drops = np.flatnonzero(np.isin(keep, projection.drop_indices())).astype(np.int64)
+    verts = vtkCellArray()
+    verts.SetData(numpy_to_vtkIdTypeArray(np.arange(len(drops) + 1, dtype=np.int64), deep=True),
+                  numpy_to_vtkIdTypeArray(drops, deep=True))
     poly = vtkPolyData()
     poly.SetPoints(points)
     poly.SetLines(lines)
+    poly.SetVerts(verts)
     data = {HEIGHT: z[keep], "checkpoint": keep.astype(np.int64),
             grid.metric: sample_bilinear(grid.x, grid.y, grid.arrays[grid.metric],
                                          projection.xcoord[keep], projection.ycoord[keep])}
     data["epoch"] = projection.epochs[keep].astype(np.int64)
-    data["lr_drop"] = np.isin(keep, projection.drop_indices()).astype(np.uint8)
+    data[LR_DROP] = np.isin(keep, projection.drop_indices()).astype(np.uint8)
     for name, values in data.items():
         _add_array(poly, name, values)
     return Path3D(poly, len(z) - len(keep))
@@ -191,6 +207,7 @@ def _add_point_data(dataset: vtkPolyData | vtkStructuredGrid, grid: SurfaceGrid)
         _add_array(dataset, name, values.ravel())
     _add_array(dataset, HEIGHT, grid.height.ravel())
     _add_array(dataset, DONE, grid.done.ravel().astype(np.uint8))
+    _add_array(dataset, DIVERGED, grid.diverged.ravel().astype(np.uint8))
     dataset.GetPointData().SetActiveScalars(grid.metric)
 
 

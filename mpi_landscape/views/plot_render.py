@@ -20,7 +20,7 @@ from vtkmodules.vtkRenderingCore import (vtkActor, vtkColorTransferFunction, vtk
                                          vtkRenderer, vtkRenderWindow, vtkTextActor, vtkTextProperty,
                                          vtkWindowToImageFilter)
 
-from .errors import LandscapeError
+from ..errors import LandscapeError
 from .vtk_export import HEIGHT
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import LandscapeError
+from ..errors import LandscapeError
 
 KEYS_A = -0.5  # Keys (1981): the choice that makes the kernel third-order accurate
 

@@ -14,14 +14,18 @@ import os
 
 import numpy as np
 
-from .errors import LandscapeError
-from .store import Surface, read_directions
+from ..errors import LandscapeError
+from ..grid import refinement_levels
+from ..store import Surface, read_directions
 
 LOSS_TEXT = {"crossentropy": "mean cross-entropy", "mse": "mean squared error"}
 OTHER_METRICS = {
     "max_eig": "largest Hessian eigenvalue",
     "min_eig": "smallest Hessian eigenvalue",
+    "eig_ratio": "|smallest / largest| Hessian eigenvalue",
 }
+SIGNED_METRICS = ("min_eig",)  # values of either sign: colours diverge from 0
+SEQUENTIAL_MAP, DIVERGING_MAP = "viridis", "RdBu_r"
 
 
 # ---------------------------------------------------------------- trajectories
@@ -77,13 +81,37 @@ def read_explained_variance(dir_file: str | None) -> tuple[float, float] | None:
 
 
 def metric_values(surface: Surface, metric: str) -> np.ndarray:
-    """The named array with NaN wherever the point is unfinished or not a finite number."""
+    """The named array with NaN wherever the point is unfinished, diverged or not a finite number.
+
+    A diverged point's accuracy is no accuracy: it is NaN here, and
+    ``diverged_mask`` says where to mark it instead.
+    """
     if metric not in surface.metrics:
         raise LandscapeError(f"the surface has no array {metric!r}; it has: "
                              f"{', '.join(sorted(surface.metrics)) or 'none'}")
     values = np.array(surface.metrics[metric], dtype=np.float64)
-    values[~surface.done | ~np.isfinite(values)] = np.nan
+    values[~surface.done | ~np.isfinite(values) | diverged_mask(surface, metric)] = np.nan
     return values
+
+
+def diverged_mask(surface: Surface, metric: str) -> np.ndarray:
+    """Finished points where the network diverged for ``metric``'s split.
+
+    Diverged: some samples' outputs were not finite (``<split>_nonfinite`` > 0),
+    or, in files without that array such as the reference's, the split's loss
+    is not finite. A metric without a split (``max_eig``) diverged where it is
+    not finite itself.
+    """
+    split, _, _ = metric.rpartition("_")
+    arrays = surface.metrics
+    with np.errstate(invalid="ignore"):
+        if f"{split}_nonfinite" in arrays:
+            diverged = arrays[f"{split}_nonfinite"] > 0
+        elif f"{split}_loss" in arrays:
+            diverged = ~np.isfinite(arrays[f"{split}_loss"])
+        else:
+            diverged = ~np.isfinite(arrays[metric]) if metric in arrays else np.zeros(surface.shape, bool)
+    return surface.done & diverged
 
 
 def masked_values(surface: Surface, metric: str, log: bool = False) -> np.ma.MaskedArray:
@@ -92,6 +120,39 @@ def masked_values(surface: Surface, metric: str, log: bool = False) -> np.ma.Mas
     if log:
         values[values <= 0] = np.nan
     return np.ma.masked_invalid(values)
+
+
+def finest_complete_lattice(surface: Surface) -> tuple[np.ndarray, np.ndarray | None]:
+    """Axis indices of the finest coarse-to-fine lattice whose points are all done.
+
+    A run hands out points coarsest level first (endpoints, then midpoints,
+    ...), so early on a partial file holds a complete coarser surface: that is
+    what a preview draws. Returns all indices for a complete file, and the
+    endpoints when even those are missing (the caller then draws gaps).
+    """
+    if surface.y is None:
+        return np.arange(len(surface.x)), None
+    level_x, level_y = refinement_levels(len(surface.x)), refinement_levels(len(surface.y))
+    best = (np.flatnonzero(level_x == 0), np.flatnonzero(level_y == 0))
+    for level in range(1, max(level_x.max(), level_y.max()) + 1):
+        ix, iy = np.flatnonzero(level_x <= level), np.flatnonzero(level_y <= level)
+        if not surface.done[np.ix_(iy, ix)].all():
+            break
+        best = ix, iy
+    return best
+
+
+def preview(surface: Surface) -> Surface:
+    """A partial surface cut to its finest complete lattice (itself when done or when that is finest)."""
+    ix, iy = finest_complete_lattice(surface)
+    if surface.y is None or surface.fraction_done >= 1 or not surface.done[np.ix_(iy, ix)].all() \
+            or (len(ix), len(iy)) == (len(surface.x), len(surface.y)):
+        return surface
+    metrics = {k: v[np.ix_(iy, ix)] for k, v in surface.metrics.items()}
+    attrs = {**surface.attrs, "preview_of": [len(surface.y), len(surface.x)],
+             "preview_fraction_done": surface.fraction_done}
+    return Surface(surface.x[ix], surface.y[iy], metrics, surface.done[np.ix_(iy, ix)],
+                   surface.dir_file, attrs)
 
 
 # ---------------------------------------------------------------- words
@@ -104,7 +165,19 @@ def metric_label(metric: str, surface: Surface | None = None) -> str:
         return f"loss ({split}, {loss_description(surface)})"
     if kind == "acc" and split:
         return f"accuracy ({split}, %)"
+    if kind == "nonfinite" and split:
+        return f"share of samples with non-finite outputs ({split})"
     return OTHER_METRICS.get(metric, metric)
+
+
+def colour_map(metric: str) -> tuple[str, float | None]:
+    """A metric's colour map and the value its colours diverge from (None: sequential)."""
+    return (DIVERGING_MAP, 0.0) if metric in SIGNED_METRICS else (SEQUENTIAL_MAP, None)
+
+
+def is_loss(metric: str) -> bool:
+    """Whether ``metric`` is a split's loss (positive, spanning decades near a minimum)."""
+    return metric.endswith("_loss") or metric == "loss"
 
 
 def loss_description(surface: Surface | None) -> str:
@@ -130,6 +203,14 @@ def axis_label(axis: str, surface: Surface,
 def done_text(fraction: float) -> str:
     """``63% done`` (rounded down, so an unfinished file never says 100%)."""
     return f"{math.floor(100 * fraction)}% done"
+
+
+def progress_text(surface: Surface) -> str:
+    """How much of the file is done, and the lattice a preview shows: ``40% done, shown at 5×5``; '' when complete."""
+    if "preview_of" in surface.attrs:
+        fraction = surface.attrs["preview_fraction_done"]
+        return f"{done_text(fraction)}, shown at {len(surface.x)}×{len(surface.y)}"
+    return done_text(surface.fraction_done) if surface.fraction_done < 1 else ""
 
 
 def short_name(surface: Surface, path: str) -> str:
@@ -162,17 +243,25 @@ def details(surface: Surface) -> str:
 
 
 def figure_title(surface: Surface, path: str) -> str:
-    """Two lines of provenance: model and checkpoint; directions, grid and, while partial, how much is done."""
-    second = details(surface)
-    if surface.fraction_done < 1:
-        second += f", {done_text(surface.fraction_done)}"
-    return f"{short_name(surface, path)}\n{second}"
+    """A short title: model and checkpoint, and while partial how much is done (details go to metadata)."""
+    progress = progress_text(surface)
+    return f"{short_name(surface, path)}, {progress}" if progress else short_name(surface, path)
+
+
+def figure_metadata(surface: Surface, path: str) -> dict[str, str]:
+    """What a figure file records of its surface in its own metadata: source, directions, grid, progress."""
+    description = details(surface)
+    progress = progress_text(surface)
+    if progress:
+        description += f", {progress}"
+    return {"Title": short_name(surface, path), "Subject": f"{os.path.basename(path)}: {description}"}
 
 
 def legend_label(surface: Surface, path: str) -> str:
     """A curve's name in an overlay: the short name, with the done fraction while partial."""
     label = short_name(surface, path)
-    return label if surface.fraction_done >= 1 else f"{label} ({done_text(surface.fraction_done)})"
+    progress = progress_text(surface)
+    return f"{label} ({progress})" if progress else label
 
 
 def default_prefix(path: str) -> str:
