@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from .directions import Direction, DirectionSpec, create_directions
-from .evaluate import PointEvaluator, SplitData, metric_names
+from .evaluate import PointEvaluator, SplitData
+from .task import metric_names
 from .grid import Grid
 from .store import Surface
 

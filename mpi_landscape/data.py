@@ -8,11 +8,8 @@ DataLoader per grid point. Transforms are the deterministic evaluation ones.
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
-import sys
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -20,6 +17,7 @@ from torchvision.datasets import CIFAR10
 
 from .errors import LandscapeError
 from .evaluate import SplitData
+from .task import import_factory
 
 SPLITS = ("train", "test")
 # The per-channel statistics the paper's CIFAR-10 networks were trained with.
@@ -107,7 +105,7 @@ def demo_split(split: str, n: int | None = None) -> SplitData:
 
 def _user_splits(spec: str, splits: list[str]) -> dict[str, SplitData]:
     """Call the user's factory; it returns a Dataset, tensors, or a dict of them per split."""
-    factory = _import_factory(spec)
+    factory = import_factory(spec, "--dataset")
     try:
         produced = factory()
     except Exception as exc:
@@ -123,19 +121,6 @@ def _user_splits(spec: str, splits: list[str]) -> dict[str, SplitData]:
             f"to evaluate several splits"
         )
     return {"train": _as_split(produced, spec)}
-
-
-def _import_factory(spec: str) -> Callable:
-    module_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise LandscapeError(f"--dataset {spec}: cannot import it ({exc})") from None
-    if not callable(factory):
-        raise LandscapeError(f"--dataset {spec}: {attr} is not callable")
-    return factory
 
 
 def _as_split(obj, spec: str) -> SplitData:

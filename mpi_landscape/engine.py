@@ -27,7 +27,8 @@ from .directions import (create_directions, describe_directions, fingerprint, lo
                          save_directions)
 from .distributed import Context, RunStats
 from .errors import LandscapeError, require_folder
-from .evaluate import PointEvaluator, SplitData, metric_names
+from .evaluate import PointEvaluator, SplitData
+from .task import metric_names
 from .grid import Grid
 from .networks import checkpoint_sha256, load_network
 from .store import SurfaceWriter

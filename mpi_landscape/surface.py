@@ -20,7 +20,8 @@ from typing import Callable
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
 from .distributed import catch_stop_signals
 from .directions import DIR_TYPES, IGNORES, NORMS, DirectionSpec, default_dir_file
-from .evaluate import BN_MODES, LOSS_NAMES, PRECISIONS
+from .evaluate import BN_MODES, PRECISIONS
+from .task import LOSS_NAMES
 from .grid import Grid
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal; rerun the same command to finish

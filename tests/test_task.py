@@ -1,0 +1,180 @@
+"""Tasks: what a batch means, summed over whole splits by the evaluator."""
+
+import math
+import textwrap
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mpi_landscape.directions import DirectionSpec, create_directions
+from mpi_landscape.errors import LandscapeError
+from mpi_landscape.evaluate import PointEvaluator, SplitData
+from mpi_landscape.task import Classification, LanguageModel, Regression, make_task, metric_names, split_mean_loss
+
+
+class TinyLM(nn.Module):
+    """Embedding -> LayerNorm -> Linear, called with input_ids (and attention_mask) like a transformer."""
+
+    def __init__(self, vocab=11, width=8):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, input_ids, attention_mask=None):
+        hidden = self.norm(self.embed(input_ids))
+        hidden = torch.cumsum(hidden, dim=1)  # each position sees its past
+        return self.head(hidden)
+
+
+def token_split(n=12, length=7, vocab=11, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (n, length), generator=gen, dtype=torch.int32)
+    mask = torch.ones(n, length, dtype=torch.int8)
+    for i in range(n):  # right padding of different lengths
+        mask[i, length - (i % 4):] = 0
+    labels = ids.clone()
+    labels[0, 3] = -100
+    return SplitData({"input_ids": ids, "attention_mask": mask}, labels)
+
+
+def by_hand_lm_loss(net, data):
+    """Next-token cross-entropy averaged over every scored token of the split."""
+    logits = net(data.inputs["input_ids"].long())[:, :-1]
+    labels = data.targets[:, 1:].long().masked_fill(data.inputs["attention_mask"][:, 1:] == 0, -100)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100).item()
+
+
+def evaluator(net, splits, task, **kwargs):
+    torch.manual_seed(0)
+    x, y = create_directions(net, DirectionSpec(seed=1))
+    return PointEvaluator(net, "weights", x, y, splits, task=task, **kwargs)
+
+
+def test_language_model_loss_is_the_mean_over_scored_tokens_whatever_the_batch():
+    torch.manual_seed(0)
+    net = TinyLM().eval()
+    data = token_split()
+    expected = by_hand_lm_loss(net, data)
+    values = [evaluator(net, {"train": data}, "language_model", batch_size=b)(0, 0)
+              for b in (1, 5, 12)]
+    for v in values:
+        assert v["train_loss"] == pytest.approx(expected, rel=1e-6)
+        assert v["train_perplexity"] == pytest.approx(math.exp(expected), rel=1e-6)
+        assert 0 <= v["train_acc"] <= 100 and v["train_nonfinite"] == 0
+    assert list(values[0]) == metric_names(["train"], LanguageModel())
+    # a per-batch mean of means would differ: batches hold different numbers of tokens
+    per_batch = sum(by_hand_lm_loss(net, SplitData({k: t[i:i + 1] for k, t in data.inputs.items()},
+                                                   data.targets[i:i + 1])) for i in range(12)) / 12
+    assert per_batch != pytest.approx(expected, rel=1e-4)
+
+
+def test_language_model_counts_non_finite_tokens_and_never_as_correct():
+    task = LanguageModel()
+    logits = torch.zeros(2, 4, 5)
+    logits[0, 1, 2] = float("nan")  # predicts token 2 of sample 0
+    targets = torch.tensor([[0, 1, 3, 4], [1, 0, 0, -100]])
+    sums = task.sums(logits, {"input_ids": targets}, targets)
+    assert sums["count"].tolist() == [3, 2]
+    assert sums["nonfinite"].tolist() == [1, 0]
+    totals = {k: v.sum().item() for k, v in sums.items()}
+    finished = task.finish(totals, 2)
+    assert finished["nonfinite"] == pytest.approx(1 / 5)
+    assert math.isnan(finished["loss"])
+
+
+def test_regression_is_the_known_quadratic():
+    """A linear model w·x with targets w*·x: the loss along δ is α²·mean((δ·x)²) exactly."""
+    torch.manual_seed(0)
+    inputs = torch.randn(200, 3)
+    net = nn.Linear(3, 2, bias=False)
+    targets = net(inputs).detach()
+    ev = evaluator(net, {"train": SplitData(inputs, targets)}, "regression", batch_size=64)
+    delta = ev.dx.view(2, 3)
+    for alpha in (0.0, 0.5, -2.0):
+        values = ev(alpha, 0.0)
+        error = alpha * inputs @ delta.T
+        assert values["train_loss"] == pytest.approx(error.pow(2).mean().item(), rel=1e-5, abs=1e-12)
+        assert values["train_mae"] == pytest.approx(error.abs().mean().item(), rel=1e-5, abs=1e-12)
+    assert list(values) == ["train_loss", "train_mae", "train_nonfinite"]
+
+
+def test_a_users_task_adds_metrics_by_name(tmp_path, monkeypatch):
+    (tmp_path / "mytask.py").write_text(textwrap.dedent("""
+        import torch
+        from mpi_landscape.task import Classification
+
+        class Margin(Classification):
+            metrics = ("acc", "nonfinite", "margin")
+
+            def sums(self, outputs, inputs, targets):
+                parts = super().sums(outputs, inputs, targets)
+                top2 = outputs.float().topk(2, dim=1).values
+                parts["margin"] = (top2[:, 0] - top2[:, 1]).double()
+                return parts
+
+            def finish(self, totals, samples):
+                return {**super().finish(totals, samples), "margin": totals["margin"] / samples}
+
+        def build():
+            return Margin()
+    """))
+    monkeypatch.chdir(tmp_path)
+    task = make_task("mytask:build")
+    net = nn.Linear(2, 3)
+    data = SplitData(torch.randn(40, 2), torch.randint(0, 3, (40,)))
+    values = evaluator(net, {"test": data}, task)(0, 0)
+    top2 = net(data.inputs).topk(2, dim=1).values
+    assert values["test_margin"] == pytest.approx((top2[:, 0] - top2[:, 1]).mean().item(), rel=1e-6)
+    assert metric_names(["test"], task) == ["test_loss", "test_acc", "test_nonfinite", "test_margin"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("ranking", "use classification, language_model, regression"),
+    ("nowhere_module:build", "cannot import"),
+    ("math:sqrt", "the factory failed"),
+    ("builtins:object", "must return a mpi_landscape.task.Task"),
+])
+def test_bad_task_is_refused(spec, message):
+    with pytest.raises(LandscapeError, match=message):
+        make_task(spec)
+
+
+def test_loss_name_belongs_to_classification():
+    assert make_task("classification", "mse").loss_name == "mse"
+    with pytest.raises(LandscapeError, match="--task classification only"):
+        make_task("regression", "mse")
+
+
+def test_preflight_asks_the_task():
+    net = TinyLM().eval()
+    with pytest.raises(LandscapeError, match=r"\(batch, classes\) scores"):
+        evaluator(net, {"train": token_split()}, "classification")
+    bad_labels = token_split()
+    bad_labels.targets[2, 2] = 20
+    with pytest.raises(LandscapeError, match="tokens 0..20 but the model's vocabulary has 11 entries"):
+        evaluator(net, {"train": bad_labels}, "language_model")
+    with pytest.raises(LandscapeError, match="per sample but the targets"):
+        evaluator(nn.Linear(3, 2), {"train": SplitData(torch.randn(8, 3), torch.randn(8, 4))}, "regression")
+
+
+@pytest.mark.parametrize("task, data, net", [
+    (Classification(), SplitData(torch.randn(30, 2), torch.randint(0, 3, (30,))), nn.Linear(2, 3)),
+    (LanguageModel(), token_split(), TinyLM()),
+    (Regression(), SplitData(torch.randn(30, 2), torch.randn(30, 1)), nn.Linear(2, 1)),
+])
+def test_split_mean_loss_is_the_surface_loss_and_differentiable(task, data, net):
+    net.eval()
+    surface = evaluator(net, {"train": data}, task, batch_size=7)(0, 0)["train_loss"]
+    inputs = data.inputs
+    if isinstance(inputs, dict):
+        inputs = {**inputs, "input_ids": inputs["input_ids"].long()}
+    batches = [({k: v[i:i + 7] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[i:i + 7],
+                task.store_targets(data.targets)[i:i + 7]) for i in range(0, len(data), 7)]
+    loss = split_mean_loss(task, net, batches)
+    assert loss.item() == pytest.approx(surface, rel=1e-6)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
