@@ -52,6 +52,7 @@ class SurfaceConfig:
     data_split: int = 1
     splits: str = "train"
     loss_name: str = "crossentropy"
+    task: str = "classification"
     batch_size: int | None = None
     precision: str = "fp32"
     compile: bool = False
@@ -123,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--raw_data", action="store_true", help="no input normalization")
     add_flag(p, "--data_split", type=int, help="evaluate a fixed random 1/N of each split (quick preview)")
     add_flag(p, "--splits", help="splits to evaluate: train, test or train,test")
-    add_flag(p, "--loss_name", choices=LOSS_NAMES, help="per-sample loss")
+    add_flag(p, "--loss_name", choices=LOSS_NAMES, help="per-sample loss of --task classification")
+    add_flag(p, "--task", help="what a batch means: classification, language_model, regression, "
+                               "or package.module:factory returning a mpi_landscape.task.Task")
     add_flag(p, "--batch_size", type=int,
              help="evaluation batch size (default: the largest that fits on a GPU; on a CPU, "
                   "about 1.5 MB of inputs, e.g. 128 CIFAR images)")

@@ -65,15 +65,16 @@ def tensors_of(inputs: Inputs) -> list[torch.Tensor]:
 def call_model(forward: Callable, inputs: Inputs) -> torch.Tensor:
     """The model's output tensor for one batch: ``forward(x)``, ``forward(**dict)`` or ``forward(*tuple)``.
 
-    A model that returns an object with ``.logits`` (Hugging Face) or a tuple
-    gives its logits or its first element.
+    Token ids and masks stored in a compact integer dtype reach the model as
+    int64. A model that returns an object with ``.logits`` (Hugging Face) or
+    a tuple gives its logits or its first element.
     """
     if isinstance(inputs, torch.Tensor):
-        out = forward(inputs)
+        out = forward(_widened(inputs))
     elif isinstance(inputs, Mapping):
-        out = forward(**inputs)
+        out = forward(**{k: _widened(v) for k, v in inputs.items()})
     else:
-        out = forward(*inputs)
+        out = forward(*map(_widened, inputs))
     if isinstance(out, torch.Tensor):
         return out
     logits = getattr(out, "logits", None)
@@ -83,6 +84,13 @@ def call_model(forward: Callable, inputs: Inputs) -> torch.Tensor:
         return out[0]
     raise LandscapeError(f"the model returns a {type(out).__name__}; a tensor, an object with .logits "
                          f"or a tuple starting with a tensor is needed")
+
+
+def _widened(t: torch.Tensor) -> torch.Tensor:
+    """Compact integer tensors (int8/16/32 token ids, masks) as int64; anything else as it is."""
+    if t.is_floating_point() or t.dtype in (torch.int64, torch.uint8, torch.bool):
+        return t
+    return t.long()
 
 
 class Task:
