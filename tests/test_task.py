@@ -3,14 +3,18 @@
 import math
 import textwrap
 
+import h5py
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from conftest import run_module
 from mpi_landscape.directions import DirectionSpec, create_directions
 from mpi_landscape.errors import LandscapeError
 from mpi_landscape.evaluate import PointEvaluator, SplitData
+from mpi_landscape.store import read_surface
 from mpi_landscape.task import Classification, LanguageModel, Regression, make_task, metric_names, split_mean_loss
 
 
@@ -178,3 +182,39 @@ def test_split_mean_loss_is_the_surface_loss_and_differentiable(task, data, net)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
+
+
+LINEAR_REGRESSION = textwrap.dedent("""
+    import torch
+
+    def build():
+        torch.manual_seed(0)
+        return torch.nn.Linear(3, 2, bias=False)
+
+    def data():
+        gen = torch.Generator().manual_seed(1)
+        inputs = torch.randn(300, 3, generator=gen)
+        return {"train": (inputs, build()(inputs).detach())}
+""")
+
+
+def test_regression_surface_under_mpirun_is_the_known_quadratic(tmp_path, monkeypatch):
+    """Targets made by θ* itself: the loss along δ is exactly α²·mean((x·δᵀ)²), on every rank count."""
+    (tmp_path / "linreg.py").write_text(LINEAR_REGRESSION)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import linreg
+
+    torch.save(linreg.build().state_dict(), tmp_path / "theta.pt")
+    out = tmp_path / "reg.h5"
+    proc = run_module("mpi_landscape.surface", "--model", "linreg:build", "--model_file", "theta.pt",
+                      "--dataset", "linreg:data", "--task", "regression", "--x=-2:2:5",
+                      "--dir_file", str(tmp_path / "dirs.h5"), "--surf_file", str(out), ranks=2, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    surface = read_surface(str(out))
+    with h5py.File(tmp_path / "dirs.h5", "r") as f:
+        delta = torch.from_numpy(f["xdirection"]["0"][()])
+    inputs = linreg.data()["train"][0]
+    curvature = (inputs @ delta.T).pow(2).mean().item()
+    np.testing.assert_allclose(surface.metrics["train_loss"], surface.x ** 2 * curvature, rtol=1e-5, atol=1e-12)
+    assert surface.metrics["train_loss"][2] == 0.0 and set(surface.metrics) == {
+        "train_loss", "train_mae", "train_nonfinite"}
