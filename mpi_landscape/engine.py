@@ -73,7 +73,8 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
                   _load_inputs(dataclasses.replace(config, download=False), dir_file=dir_file)[0])
         evaluator = PointEvaluator(inputs.net, config.dir_type, inputs.x, inputs.y, inputs.splits,
                                    config.loss_name, config.batch_size, ctx.device(), config.precision,
-                                   config.compile, config.bn, config.bn_batch_size, task=config.task)
+                                   config.compile, config.bn, config.bn_batch_size, task=config.task,
+                                   low_memory=config.low_memory)
         if config.compile:
             evaluator.warm_up()
         return evaluator

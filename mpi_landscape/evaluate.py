@@ -127,15 +127,19 @@ class FlatWeights:
     not read them. With ``channels_last`` the 4D tensors (conv filters) are
     laid out NHWC in the buffer, so convolutions read them in the layout that
     is fastest for cuDNN and oneDNN alike; directions are flattened in the same order.
+    ``storage`` is the dtype θ* and the directions are held in (float32, or
+    bf16/fp16 to save memory); the buffer the model reads is always float32.
     """
 
-    def __init__(self, net: torch.nn.Module, dir_type: str, channels_last: bool = False):
+    def __init__(self, net: torch.nn.Module, dir_type: str, channels_last: bool = False,
+                 storage: torch.dtype = torch.float32):
         names, tensors = model_tensors(net, dir_type)
         self.mask = [t.is_floating_point() for t in tensors]
         self.channels_last = channels_last
+        self.storage = storage
         kept = [(n, t) for (n, t), keep in zip(zip(names, tensors), self.mask) if keep]
-        self.theta = torch.cat([self._flat(t) for _, t in kept])
-        self.buffer = self.theta.clone()
+        self.buffer = torch.cat([self._flat(t) for _, t in kept])
+        self.theta = self.buffer.to(storage, copy=True)
         offset = 0
         for name, t in kept:
             segment = self.buffer[offset:offset + t.numel()]
@@ -156,14 +160,35 @@ class FlatWeights:
     def flatten(self, direction: Direction) -> torch.Tensor:
         """A direction as one flat vector aligned with the buffer, on its device."""
         parts = [self._flat(d) for d, keep in zip(direction, self.mask) if keep]
-        return torch.cat(parts).to(self.theta.device)
+        return torch.cat(parts).to(self.theta.device, self.storage)
 
     def set(self, alpha: float, dx: torch.Tensor, beta: float = 0.0, dy: torch.Tensor | None = None) -> None:
-        """Make the model's tensors θ* + α·dx + β·dy."""
-        torch.mul(dx, alpha, out=self.buffer)
+        """Make the model's tensors θ* + α·dx + β·dy (computed in float32 whatever the storage)."""
+        if self.storage == torch.float32:
+            torch.mul(dx, alpha, out=self.buffer)
+        else:
+            self.buffer.copy_(dx).mul_(alpha)
         if dy is not None:
             self.buffer.add_(dy, alpha=beta)
         self.buffer.add_(self.theta)
+
+
+def weights_memory_bytes(n_values: int, n_directions: int, storage: torch.dtype = torch.float32) -> int:
+    """Device bytes of a point's weights: the float32 buffer, θ* and the directions in ``storage``."""
+    return n_values * (4 + storage.itemsize * (1 + n_directions))
+
+
+def check_weights_fit(n_values: int, n_directions: int, storage: torch.dtype, free_bytes: int) -> None:
+    """Refuse, before anything is placed on the device, weights that cannot fit in ``free_bytes``."""
+    needed = weights_memory_bytes(n_values, n_directions, storage)
+    if needed > free_bytes:
+        hint = ("" if storage != torch.float32 else
+                f" (--low_memory with --precision bf16 needs "
+                f"{weights_memory_bytes(n_values, n_directions, torch.bfloat16) / 2**30:.3g} GiB)")
+        raise LandscapeError(f"the network's {n_values:,} weights need {needed / 2**30:.3g} GiB on the device "
+                             f"(a float32 working copy, θ* and {n_directions} direction(s) in "
+                             f"{str(storage).removeprefix('torch.')}), more than the {free_bytes / 2**30:.3g} "
+                             f"GiB free{hint}; use a larger GPU or a smaller model")
 
 
 def _rebind(net: torch.nn.Module, name: str, view: torch.Tensor) -> None:
@@ -190,9 +215,12 @@ class PointEvaluator:
                  batch_size: int | None = None, device: torch.device | str = "cpu",
                  precision: str = "fp32", compile: bool = False, bn: str = "eval",
                  bn_batch_size: int = 128, channels_last: bool | None = None,
-                 task: Task | str = "classification"):
+                 task: Task | str = "classification", low_memory: bool = False):
         self.task = make_task(task, loss_name)
         check_choice("--precision", precision, PRECISIONS)
+        if low_memory and precision == "fp32":
+            raise LandscapeError("--low_memory holds θ* and the directions in the reduced precision: "
+                                 "give --precision bf16 or fp16 with it")
         check_choice("--bn", bn, BN_MODES)
         if batch_size is not None and batch_size < 1:
             raise LandscapeError(f"--batch_size must be positive, got {batch_size}")
@@ -200,10 +228,14 @@ class PointEvaluator:
             raise LandscapeError("--bn recompute estimates BatchNorm statistics on the train split: "
                                  "include train in --splits")
         self.device = torch.device(device)
+        storage = PRECISIONS[precision] if low_memory else torch.float32
+        if self.device.type == "cuda":
+            n_values = sum(t.numel() for t in model_tensors(net, dir_type)[1] if t.is_floating_point())
+            check_weights_fit(n_values, 1 if y is None else 2, storage, torch.cuda.mem_get_info(self.device)[0])
         self.net = net.to(self.device).eval()
         if channels_last is None:  # where it helps: convolutions (GPUs and oneDNN on CPUs alike)
             channels_last = any(isinstance(m, torch.nn.Conv2d) for m in self.net.modules())
-        self.flat = FlatWeights(self.net, dir_type, channels_last)
+        self.flat = FlatWeights(self.net, dir_type, channels_last, storage)
         self.dx = self.flat.flatten(x)
         self.dy = self.flat.flatten(y) if y is not None else None
         self.data = StackedSplits(splits, self.device, channels_last, self.task)

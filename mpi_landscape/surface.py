@@ -55,6 +55,7 @@ class SurfaceConfig:
     task: str = "classification"
     batch_size: int | None = None
     precision: str = "fp32"
+    low_memory: bool = False
     compile: bool = False
     bn: str = "eval"
     bn_batch_size: int = 128
@@ -132,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "about 1.5 MB of inputs, e.g. 128 CIFAR images)")
     add_flag(p, "--precision", choices=tuple(PRECISIONS),
              help="forward pass precision; bf16/fp16 also store an fp32 check of the centre point")
+    add_flag(p, "--low_memory", action="store_true",
+             help="hold θ* and the directions in the --precision dtype (bf16/fp16) on the device: "
+                  "10 instead of 16 bytes per weight for a 2D surface (see docs/method.md)")
     add_flag(p, "--compile", action="store_true", help="torch.compile the model (compile time reported apart)")
     add_flag(p, "--bn", choices=BN_MODES,
              help="eval: BatchNorm running statistics of the checkpoint (the reference); "
