@@ -218,3 +218,57 @@ def test_regression_surface_under_mpirun_is_the_known_quadratic(tmp_path, monkey
     np.testing.assert_allclose(surface.metrics["train_loss"], surface.x ** 2 * curvature, rtol=1e-5, atol=1e-12)
     assert surface.metrics["train_loss"][2] == 0.0 and set(surface.metrics) == {
         "train_loss", "train_mae", "train_nonfinite"}
+
+
+def test_interpolation_and_compute_surface_take_a_task(tmp_path, monkeypatch):
+    """Between θ1 and θ2 of a linear regression the loss is exactly (1 − α)²·‖(θ2 − θ1)x‖²/n."""
+    from mpi_landscape import compute_surface, interpolate
+
+    (tmp_path / "linreg.py").write_text(LINEAR_REGRESSION)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import linreg
+
+    theta1 = linreg.build()
+    theta2 = nn.Linear(3, 2, bias=False)
+    torch.save(theta1.state_dict(), tmp_path / "theta1.pt")
+    torch.save(theta2.state_dict(), tmp_path / "theta2.pt")
+    out = tmp_path / "interp.h5"
+    assert interpolate.main(["--model", "linreg:build", "--model_file", "theta2.pt", "--model_file2", "theta1.pt",
+                             "--dataset", "linreg:data", "--splits", "train", "--task", "regression",
+                             "--x=0:1:3", "--surf_file", str(out)]) == 0
+    inputs, targets = linreg.data()["train"]
+    gap = (inputs @ (theta2.weight - theta1.weight).detach().T).pow(2).mean().item()
+    expected = (1 - np.array([0.0, 0.5, 1.0])) ** 2 * gap
+    np.testing.assert_allclose(read_surface(str(out)).metrics["train_loss"], expected, rtol=1e-5, atol=1e-12)
+    direction = [(theta1.weight - theta2.weight).detach()]
+    api = compute_surface(theta2, (inputs, targets), "0:1:3", directions=(direction, None), task="regression")
+    np.testing.assert_allclose(api.metrics["train_loss"], expected, rtol=1e-5, atol=1e-12)
+    assert set(api.metrics) == {"train_loss", "train_mae", "train_nonfinite"}
+
+
+def test_a_bad_task_on_the_command_line_is_one_error_line(tmp_path, demo_checkpoint, capsys):
+    from mpi_landscape import surface
+
+    out = tmp_path / "s.h5"
+    for task, message in (("ranking", "--task 'ranking': use classification"),
+                          ("nowhere_module:build", "--task nowhere_module:build: cannot import")):
+        with pytest.raises(SystemExit) as exit_info:
+            surface.main(["--model", "demo_mlp", "--dataset", "demo", "--model_file", demo_checkpoint,
+                          "--x=-1:1:3", "--task", task, "--surf_file", str(out)])
+        assert exit_info.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not out.exists()
+
+
+def test_trajectory_prints_a_surface_command_with_its_task():
+    from mpi_landscape.trajectory import TrajectoryConfig, TrajectoryResult, next_commands
+
+    result = TrajectoryResult("run/PCA/directions.h5", "run/PCA/proj.h5", "run/model_10.t7", np.arange(3),
+                              np.array([0.0, 1.0, 2.0]), np.array([0.0, -1.0, 0.5]), None)
+    lm, _ = next_commands(TrajectoryConfig(model="tiny_gpt:build", dataset="tiny_gpt:corpus",
+                                           task="language_model"), result)
+    assert "--dataset tiny_gpt:corpus --datapath cifar10/data --task language_model --dir_type" in lm
+    classification, _ = next_commands(TrajectoryConfig(model="demo_mlp", dataset="demo"), result)
+    assert "--task" not in classification
