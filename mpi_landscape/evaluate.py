@@ -243,18 +243,18 @@ class PointEvaluator:
         self.bn_batch_size = bn_batch_size
         self.forward = torch.compile(self.net) if compile else self.net
         self.fixed_batch_size = batch_size
-        self._check_one_batch()
+        self.sample_output_bytes = self._check_one_batch()
         self.batch_size = batch_size or self._largest_batch(precision, self.forward)
         self.warmup_seconds = 0.0
 
     @torch.inference_mode()
-    def _check_one_batch(self) -> None:
+    def _check_one_batch(self) -> int:
         """One forward pass of a few samples at θ*, before the first point: the data must fit the model.
 
         An input shape the model does not take, or outputs and targets that
         cannot mean the task (labels beyond the model's classes, say) are user
         errors, told in one line here rather than a traceback (or a device
-        assert) mid-grid.
+        assert) mid-grid. Returns the bytes of one sample's outputs.
         """
         inputs, _, _ = next(self.data.batches(PREFLIGHT_SAMPLES, stop=min(PREFLIGHT_SAMPLES, len(self.data))))
         try:
@@ -269,6 +269,7 @@ class PointEvaluator:
                                  f"from the data ({type(exc).__name__}: {exc}); check that --model and "
                                  f"--dataset go together") from None
         self.task.check(outputs, self.data.targets)
+        return outputs[:1].nbytes
 
     def __call__(self, alpha: float, beta: float = 0.0) -> dict[str, float]:
         """Metrics at θ* + α·δ + β·η."""
@@ -336,12 +337,13 @@ class PointEvaluator:
 
         On a GPU the largest power of two whose forward pass fits (at most
         MAX_AUTO_BATCH). On a CPU large batches are slower: activations fall
-        out of cache. The batch there is the power of two whose inputs take
-        about 1.5 MB (128 CIFAR images, thousands of small vectors).
+        out of cache. The batch there is the power of two whose inputs (or
+        outputs, when larger: a language model's logits) take about 1.5 MB
+        (128 CIFAR images, thousands of small vectors).
         """
         n = len(self.data)
         if self.device.type != "cuda":
-            sample_bytes = self.data.sample_bytes()
+            sample_bytes = max(self.data.sample_bytes(), self.sample_output_bytes)
             batch = 1 << round(math.log2(max(1.0, CPU_BATCH_INPUT_BYTES / sample_bytes)))
             return min(max(batch, CPU_BATCH_RANGE[0]), CPU_BATCH_RANGE[1], n)
 

@@ -10,8 +10,6 @@ from conftest import run_module
 from mpi_landscape.directions import DirectionSpec, create_directions, model_tensors
 from mpi_landscape.store import read_surface
 
-
-
 TINY_GPT = textwrap.dedent('''
     """A two-layer GPT-2 over the characters of corpus.txt, in chunks of 16 tokens."""
     import torch
