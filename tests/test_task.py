@@ -280,3 +280,24 @@ def test_cpu_batch_of_a_language_model_is_sized_by_its_logits():
     ev = evaluator(TinyLM(vocab=500).eval(), {"train": data}, "language_model")
     assert ev.sample_output_bytes == 8 * 500 * 4
     assert ev.batch_size == 128  # the power of two nearest 1.5 MB / 16 kB, not the 4,096 its inputs suggest
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 3), nn.Linear(2, 3)
+
+    def forward(self, a, b):
+        return self.a(a) + self.b(b)
+
+
+def test_a_model_of_several_inputs_gets_them_as_a_tuple():
+    torch.manual_seed(0)
+    net = TwoInputs().eval()
+    a, b, labels = torch.randn(50, 4), torch.randn(50, 2), torch.randint(0, 3, (50,))
+    values = evaluator(net, {"train": SplitData((a, b), labels)}, "classification", batch_size=16)(0, 0)
+    outputs = net(a, b)
+    assert values["train_loss"] == pytest.approx(F.cross_entropy(outputs, labels).item(), rel=1e-6)
+    assert values["train_acc"] == pytest.approx(100 * (outputs.argmax(1) == labels).float().mean().item())
+    with pytest.raises(LandscapeError, match=r"forward pass fails on inputs of shape \[\(4,\), \(5,\)\]"):
+        evaluator(net, {"train": SplitData((a, torch.randn(50, 5)), labels)}, "classification")
