@@ -301,3 +301,18 @@ def test_a_model_of_several_inputs_gets_them_as_a_tuple():
     assert values["train_acc"] == pytest.approx(100 * (outputs.argmax(1) == labels).float().mean().item())
     with pytest.raises(LandscapeError, match=r"forward pass fails on inputs of shape \[\(4,\), \(5,\)\]"):
         evaluator(net, {"train": SplitData((a, torch.randn(50, 5)), labels)}, "classification")
+
+
+def test_figures_name_the_loss_of_the_task():
+    from mpi_landscape.store import Surface
+    from mpi_landscape.views.plot_data import metric_label
+
+    def label(config):
+        surface = Surface(np.zeros(3), None, {"train_loss": np.zeros(3)}, np.ones(3, bool), None,
+                          {"config": config})
+        return metric_label("train_loss", surface)
+
+    assert label({"task": "language_model"}) == "loss (train, mean next-token cross-entropy)"
+    assert label({"task": "regression"}) == "loss (train, mean squared error)"
+    assert label({"task": "classification", "loss_name": "crossentropy"}) == "loss (train, mean cross-entropy)"
+    assert label({"task": "mytask:build"}) == "loss (train, loss of --task mytask:build)"
