@@ -86,7 +86,8 @@ def test_language_model_counts_non_finite_tokens_and_never_as_correct():
     totals = {k: v.sum().item() for k, v in sums.items()}
     finished = task.finish(totals, 2)
     assert finished["nonfinite"] == pytest.approx(1 / 5)
-    assert math.isnan(finished["loss"])
+    assert math.isnan(finished["loss"]) and math.isnan(finished["perplexity"])
+    assert task.finish({"loss": 800.0, "count": 1, "acc": 0, "nonfinite": 0}, 1)["perplexity"] == math.inf
 
 
 def test_regression_is_the_known_quadratic():
