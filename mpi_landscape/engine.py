@@ -27,7 +27,7 @@ from .directions import (create_directions, describe_directions, fingerprint, lo
                          save_directions)
 from .distributed import Context, RunStats
 from .errors import LandscapeError, require_folder
-from .evaluate import PointEvaluator, SplitData
+from .evaluate import PointEvaluator, SplitData, check_low_memory
 from .task import make_task, metric_names
 from .grid import Grid
 from .networks import checkpoint_sha256, load_network
@@ -106,6 +106,7 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
 
 def _check_request(config, grid: Grid) -> None:
     """Refuse, before anything is loaded or written, a grid that cannot be computed here."""
+    check_low_memory(config.low_memory, config.precision)
     limit = float(np.finfo(np.float32).max)
     for flag, axis in (("--x", grid.x), ("--y", grid.y)):
         if axis is not None and max(abs(axis.lo), abs(axis.hi)) > limit:
