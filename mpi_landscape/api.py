@@ -29,9 +29,10 @@ from torch.utils.data import DataLoader, Dataset
 from .directions import (Direction, DirectionSpec, create_directions, describe_directions, model_tensors,
                          save_directions)
 from .errors import LandscapeError
-from .evaluate import PointEvaluator, SplitData, metric_names
+from .evaluate import PointEvaluator, SplitData
 from .grid import Grid
 from .store import Surface
+from .task import Task, make_task, metric_names
 from .threads import sized_thread_pool
 
 # One split as a user may have it: (inputs, targets) of tensors or numpy arrays, a Dataset or
@@ -96,12 +97,14 @@ def compute_surface(net: torch.nn.Module, data: DataLike | Mapping[str, DataLike
                     directions: tuple[Direction, Direction | None] | None = None,
                     spec: DirectionSpec | None = None, loss_name: str = "crossentropy",
                     batch_size: int | None = None, device: str | torch.device | None = None,
-                    progress: bool = True) -> ComputedSurface:
-    """Loss and accuracy of ``net`` over the grid ``x`` (and ``y``), as a ``ComputedSurface``.
+                    progress: bool = True, task: Task | str = "classification") -> ComputedSurface:
+    """The loss and metrics of ``task`` for ``net`` over the grid ``x`` (and ``y``), as a ``ComputedSurface``.
 
     ``data`` is one split (evaluated as "train") or a mapping of split name to
-    split; a split is ``(inputs, targets)`` of tensors or numpy arrays, a
-    ``Dataset`` or a ``DataLoader`` yielding ``(inputs, targets)``. The
+    split; a split is ``(inputs, targets)`` of tensors or numpy arrays (inputs
+    may also be a dict or a tuple of tensors), a ``Dataset`` or a ``DataLoader``
+    yielding ``(inputs, targets)``. ``task`` is a built-in name
+    (classification, language_model, regression) or a ``Task``. The
     directions are ``directions`` (e.g. an earlier ``surface.directions``) or
     else drawn as ``spec`` says (seeded, filter-normalized by default).
     ``net`` is moved to the points in place; its weights, device and
@@ -115,11 +118,12 @@ def compute_surface(net: torch.nn.Module, data: DataLike | Mapping[str, DataLike
     dx, dy = directions if directions is not None else create_directions(net, spec)
     _check_directions(dx, dy, grid, names, theta)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    metrics = {k: np.full(grid.shape, np.nan) for k in metric_names(splits)}
+    task = make_task(task, loss_name)
+    metrics = {k: np.full(grid.shape, np.nan) for k in metric_names(splits, task)}
     done = np.zeros(grid.shape, dtype=bool)
     with _restored(net):
         evaluator = PointEvaluator(net, spec.dir_type, dx, dy if grid.is_2d else None, splits,
-                                   loss_name, batch_size, device)
+                                   loss_name, batch_size, device, task=task)
         first = next(iter(splits.values()))
         with sized_thread_pool(net, first.inputs, evaluator.batch_size, device), \
                 _progress(grid.size, progress) as bar:
@@ -129,7 +133,7 @@ def compute_surface(net: torch.nn.Module, data: DataLike | Mapping[str, DataLike
                     metrics[k].ravel()[index] = values[k]
                 done.ravel()[index] = True
                 bar.update(1)
-    attrs = {"model": type(net).__name__, "loss_name": loss_name, "x": x, "y": y,
+    attrs = {"model": type(net).__name__, "loss_name": loss_name, "task": task.name, "x": x, "y": y,
              "dataset_size": {k: len(v) for k, v in splits.items()}}
     return ComputedSurface(grid.xcoordinates(), grid.ycoordinates(), metrics, done, None, attrs,
                            directions=(dx, dy if grid.is_2d else None), spec=spec, _net=net)
@@ -148,7 +152,7 @@ def as_split(value: DataLike, dtype: torch.dtype = torch.float32) -> SplitData:
     """One split in the evaluator's form: whole-split input and target tensors.
 
     Floating inputs take ``dtype`` (the network's); integer targets become int64
-    class indices, floating targets (regression) ``dtype`` too.
+    (class indices, tokens), floating targets (regression) ``dtype`` too.
     """
     if isinstance(value, SplitData):
         return value
@@ -161,14 +165,21 @@ def as_split(value: DataLike, dtype: torch.dtype = torch.float32) -> SplitData:
     else:
         raise LandscapeError("data must be (inputs, targets) of tensors or numpy arrays, a Dataset or a "
                              f"DataLoader of (inputs, targets) pairs, or a dict of those; got {type(value).__name__}")
-    inputs, targets = torch.as_tensor(np.asarray(inputs) if not torch.is_tensor(inputs) else inputs), \
-        torch.as_tensor(np.asarray(targets) if not torch.is_tensor(targets) else targets)
-    if len(inputs) != len(targets):
-        raise LandscapeError(f"data has {len(inputs)} inputs but {len(targets)} targets")
-    if inputs.is_floating_point():
-        inputs = inputs.to(dtype)
-    targets = targets.to(dtype) if targets.is_floating_point() else targets.long()
-    return SplitData(inputs, targets)
+    inputs, targets = _as_tensors(inputs, dtype), _as_tensors(targets, dtype)
+    rows = len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs[0] if isinstance(inputs, tuple) else inputs)
+    if rows != len(targets):
+        raise LandscapeError(f"data has {rows} inputs but {len(targets)} targets")
+    return SplitData(inputs, targets if targets.is_floating_point() else targets.long())
+
+
+def _as_tensors(value, dtype: torch.dtype):
+    """A tensor, numpy array, or a dict or tuple of them, as tensors; floating ones take ``dtype``."""
+    if isinstance(value, Mapping):
+        return {k: _as_tensors(v, dtype) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_as_tensors(v, dtype) for v in value)
+    tensor = value if torch.is_tensor(value) else torch.as_tensor(np.asarray(value))
+    return tensor.to(dtype) if tensor.is_floating_point() else tensor
 
 
 def _concatenate(batches: Iterable) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,8 @@ from typing import Callable, Iterable
 import torch
 
 from .directions import is_covered
-from .evaluate import PointEvaluator, largest_fitting_batch, per_sample_loss
+from .evaluate import PointEvaluator, largest_fitting_batch
+from .task import Classification, Task
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
@@ -44,10 +45,9 @@ class Hessian:
     """
 
     def __init__(self, net: torch.nn.Module, params: list[torch.nn.Parameter], batches: Batches,
-                 n_samples: int, loss_name: str = "crossentropy",
-                 reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t):
+                 task: Task | None = None, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t):
         self.net, self.params, self.batches = net, params, batches
-        self.n_samples, self.loss_name, self.reduce = n_samples, loss_name, reduce
+        self.task, self.reduce = task or Classification(), reduce
         self.dim = sum(p.numel() for p in params)
         self.device = params[0].device
         self.products = 0
@@ -55,16 +55,19 @@ class Hessian:
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         """H·v for a flat vector ``v`` of length ``dim``; float64."""
         pieces = self.split(v)
-        total = torch.zeros(self.dim, dtype=torch.float64, device=self.device)
+        total = torch.zeros(self.dim + 1, dtype=torch.float64, device=self.device)  # H·v sums, then the count
+        task = self.task
         with torch.enable_grad():
             for inputs, targets in self.batches():
-                loss = per_sample_loss(self.net(inputs), targets, self.loss_name).sum()
-                grads = torch.autograd.grad(loss, self.params, create_graph=True)
+                parts = task.sums(task.outputs(self.net, inputs), inputs, targets)
+                grads = torch.autograd.grad(parts["loss"].sum(), self.params, create_graph=True)
                 dot = sum((g * u).sum() for g, u in zip(grads, pieces))
                 hv = torch.autograd.grad(dot, self.params)
-                total += torch.cat([h.reshape(-1) for h in hv]).double()
+                total[:-1] += torch.cat([h.reshape(-1) for h in hv]).double()
+                total[-1] += parts["count"].sum() if "count" in parts else len(parts["loss"])
         self.products += 1
-        return self.reduce(total) / self.n_samples
+        total = self.reduce(total)
+        return total[:-1] / total[-1]
 
     def split(self, v: torch.Tensor) -> list[torch.Tensor]:
         """A flat vector as one tensor per covered parameter, in its shape and dtype."""
@@ -242,9 +245,9 @@ class PointCurvature:
     so a point's values do not depend on which rank computed it or when.
     """
 
-    def __init__(self, net: torch.nn.Module, batches: Batches, n_samples: int, loss_name: str,
+    def __init__(self, net: torch.nn.Module, batches: Batches, task: Task | None = None,
                  ignore: str = "biasbn", tol: float = 1e-3, max_steps: int = 100, seed: int = 0):
-        self.hessian = Hessian(net, covered_parameters(net, ignore), batches, n_samples, loss_name)
+        self.hessian = Hessian(net, covered_parameters(net, ignore), batches, task)
         self.tol, self.max_steps, self.seed = tol, max_steps, seed
 
     def __call__(self) -> dict[str, float]:
@@ -267,14 +270,14 @@ class PointCurvature:
         def batches():
             return ((x, t) for x, t, _ in evaluator.data.batches(size, start, end))
 
-        curvature = cls(evaluator.net, batches, end - start, evaluator.loss_name, ignore, tol, max_steps, seed)
+        curvature = cls(evaluator.net, batches, evaluator.task, ignore, tol, max_steps, seed)
         if evaluator.device.type == "cuda" and evaluator.fixed_batch_size is None:
             probe = torch.zeros(curvature.hessian.dim, dtype=torch.float64, device=evaluator.device)
 
             def product_fits(batch: int) -> None:
                 stop = min(start + batch, end)
                 one_batch = lambda: ((x, t) for x, t, _ in evaluator.data.batches(batch, start, stop))  # noqa: E731
-                Hessian(evaluator.net, curvature.hessian.params, one_batch, 1, evaluator.loss_name)(probe)
+                Hessian(evaluator.net, curvature.hessian.params, one_batch, evaluator.task)(probe)
                 torch.cuda.synchronize(evaluator.device)
 
             size = largest_fitting_batch(product_fits, size, release=torch.cuda.empty_cache)

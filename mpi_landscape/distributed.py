@@ -28,6 +28,7 @@ return to Python, then ``os._exit`` so nothing goes on.
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import sys

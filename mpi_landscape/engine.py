@@ -28,7 +28,8 @@ from .directions import (create_directions, describe_directions, fingerprint, lo
                          save_directions)
 from .distributed import Context, RunStats
 from .errors import LandscapeError, require_folder
-from .evaluate import PointEvaluator, SplitData, metric_names
+from .evaluate import PointEvaluator, SplitData, check_low_memory
+from .task import make_task, metric_names
 from .grid import Grid
 from .networks import checkpoint_sha256, load_network
 from .store import SurfaceWriter
@@ -70,7 +71,8 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
                   _load_inputs(dataclasses.replace(config, download=False), dir_file=dir_file)[0])
         evaluator = PointEvaluator(inputs.net, config.dir_type, inputs.x, inputs.y, inputs.splits,
                                    config.loss_name, config.batch_size, ctx.device(), config.precision,
-                                   config.compile, config.bn, config.bn_batch_size)
+                                   config.compile, config.bn, config.bn_batch_size, task=config.task,
+                                   low_memory=config.low_memory)
         if config.compile:
             evaluator.warm_up()
         return evaluator
@@ -118,12 +120,14 @@ def _check_request(config, grid: Grid) -> None:
     """Refuse, before anything is loaded or written, a request that cannot be computed here."""
     if config.hessian and config.dir_type != "weights":
         raise LandscapeError("--hessian is the Hessian with respect to the parameters: use --dir_type weights")
+    check_low_memory(config.low_memory, config.precision)
     limit = float(np.finfo(np.float32).max)
     for flag, axis in (("--x", grid.x), ("--y", grid.y)):
         if axis is not None and max(abs(axis.lo), abs(axis.hi)) > limit:
             raise LandscapeError(f"{flag}={axis.spec}: coordinates beyond ±{limit:.3g} do not fit the "
                                  f"network's float32 weights")
-    needed = grid.size * (8 * len(metric_names(config.split_list)) + BOOKKEEPING_BYTES_PER_POINT)
+    needed = grid.size * (8 * len(metric_names(config.split_list, make_task(config.task, config.loss_name)))
+                          + BOOKKEEPING_BYTES_PER_POINT)
     available = _available_memory()
     if available is not None and needed > available:
         raise LandscapeError(f"a grid of {grid.size} points needs about {needed / 1e9:.3g} GB of memory "
@@ -181,6 +185,7 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
         "data_split": config.data_split, "loss_name": config.loss_name,
         "precision": config.precision, "bn": config.bn,
         "dataset_size": {k: len(v) for k, v in inputs.splits.items()},
+        **({"task": config.task} if config.task != "classification" else {}),
         **{f"{flag}_sha256": checkpoint_sha256(getattr(config, flag))
            for flag in ("model_file", "model_file2", "model_file3") if getattr(config, flag)},
     }
@@ -198,7 +203,8 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
         "directions": describe_directions(dir_file),
     }
     return SurfaceWriter.open(config.resolved_surf_file(), grid.xcoordinates(), grid.ycoordinates(),
-                              dir_file, metric_names(config.split_list) + list(HESSIAN_METRICS) * config.hessian,
+                              dir_file, metric_names(config.split_list, make_task(config.task, config.loss_name))
+                              + list(HESSIAN_METRICS) * config.hessian,
                               identity, provenance, flush_seconds=config.flush_seconds,
                               fsync_every_result=config.fsync_every_result)
 

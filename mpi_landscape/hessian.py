@@ -38,9 +38,10 @@ from .directions import (IGNORES, NORMS, DirectionSpec, eigenvector_direction, m
                          normalize_direction, random_direction, save_directions)
 from .distributed import Context
 from .errors import LandscapeError
-from .evaluate import LOSS_NAMES
+from .task import LOSS_NAMES
 from .networks import checkpoint_sha256, load_network
 from .store import Spectrum, write_spectrum
+from .task import make_task
 
 Y_DIRECTIONS = ("eigenvector", "random")
 
@@ -162,8 +163,8 @@ def run(config: HessianConfig, comm=None, command_line: list[str] | None = None)
         def reduce(t: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(ctx.sum_over_ranks(t.cpu().numpy())).to(t.device)
 
-        hessian = Hessian(net, covered_parameters(net, config.xignore), batches, len(data),
-                          config.loss_name, reduce)
+        hessian = Hessian(net, covered_parameters(net, config.xignore), batches,
+                          make_task("classification", config.loss_name), reduce)
         pairs = extreme_eigenpairs(hessian, hessian.dim, config.top_k, config.tol, config.max_iter,
                                    config.seed, device)
         trace, trace_error = hutchinson_trace(hessian, hessian.dim, config.trace_samples, config.seed, device)

@@ -43,7 +43,7 @@ def problem(one_thread):
     data = demo_split("train", 600)
     params = covered_parameters(net, "biasbn")
     batches = lambda: ((data.inputs[i:i + 256], data.targets[i:i + 256]) for i in range(0, 600, 256))
-    operator = Hessian(net, params, batches, len(data))
+    operator = Hessian(net, params, batches)
 
     names = [n for n, p in net.named_parameters() if any(p is q for q in params)]
     shapes = [p.shape for p in params]
@@ -134,7 +134,7 @@ def test_agrees_with_pyhessian_on_the_same_model_and_data():
     torch.manual_seed(0)
     their_top = theirs.eigenvalues(maxIter=500, tol=1e-6)[0][0]
     their_samples = np.array(theirs.trace(maxIter=100, tol=0.0))
-    operator = Hessian(net, covered_parameters(net, "none"), lambda: iter(loader), len(data))
+    operator = Hessian(net, covered_parameters(net, "none"), lambda: iter(loader))
     ours = extreme_eigenpairs(operator, operator.dim, tol=1e-6, max_steps=300)
     trace, error = hutchinson_trace(operator, operator.dim, samples=100, seed=4)
     assert ours.max_value == pytest.approx(their_top, rel=1e-3)
