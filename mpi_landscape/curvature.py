@@ -40,7 +40,8 @@ class Hessian:
 
     The vector is the concatenation of the covered parameters, each flattened
     in its own shape. ``batches`` yields (inputs, targets) on the device;
-    ``n_samples`` is the size of the whole split, and ``reduce`` sums a flat
+    ``task`` gives each batch's loss sum and its count of loss terms (samples,
+    or tokens), so the mean is the surface's own; ``reduce`` sums a flat
     float64 tensor over data shards (identity for one process).
     """
 
@@ -48,6 +49,7 @@ class Hessian:
                  task: Task | None = None, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t):
         self.net, self.params, self.batches = net, params, batches
         self.task, self.reduce = task or Classification(), reduce
+        self.terms = 0  # known after the first product
         self.dim = sum(p.numel() for p in params)
         self.device = params[0].device
         self.products = 0
@@ -67,6 +69,7 @@ class Hessian:
                 total[-1] += parts["count"].sum() if "count" in parts else len(parts["loss"])
         self.products += 1
         total = self.reduce(total)
+        self.terms = int(total[-1])  # the loss terms the mean is over: samples, or a split's scored tokens
         return total[:-1] / total[-1]
 
     def split(self, v: torch.Tensor) -> list[torch.Tensor]:

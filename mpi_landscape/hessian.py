@@ -190,7 +190,7 @@ def _provenance(config: HessianConfig, ctx: Context, hessian: Hessian, pairs, se
     return {
         "command_line": " ".join(command_line or sys.argv), "config": dataclasses.asdict(config),
         "model": config.model, "split": config.split, "model_file_sha256": checkpoint_sha256(config.model_file),
-        "dataset_size": hessian.n_samples, "parameters": hessian.dim, "loss": "mean over the split",
+        "dataset_size": hessian.terms, "parameters": hessian.dim, "loss": "mean over the split",
         "residuals": pairs.residuals, "lanczos_steps": pairs.steps, "converged": pairs.converged,
         "hessian_vector_products": hessian.products, "seconds": seconds, "ranks": ctx.size,
         "versions": {"mpi_landscape": __version__, "torch": torch.__version__,

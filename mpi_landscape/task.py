@@ -273,8 +273,12 @@ def metric_names(splits: Iterable[str], task: Task | None = None) -> list[str]:
 
 
 def per_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str) -> torch.Tensor:
-    """Each sample's classification loss: cross-entropy, or mean squared error of softmax against one-hot."""
-    outputs = outputs.float()
+    """Each sample's classification loss: cross-entropy, or mean squared error of softmax against one-hot.
+
+    Class indices may come in a compact integer dtype (a dataset stored small);
+    they are widened here, so every caller (surface, Hessian, training) takes them.
+    """
+    outputs, targets = outputs.float(), _widened(targets)
     if loss_name == "crossentropy":
         return F.cross_entropy(outputs, targets, reduction="none")
     if loss_name == "mse":

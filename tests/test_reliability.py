@@ -58,7 +58,7 @@ FAILING_MODEL = '''\
 """demo_mlp that fails on rank 1 from its FAIL_AFTER-th forward pass on: an error in the grid."""
 import os
 
-import models
+import mpi_landscape_models as models
 
 calls = 0
 
