@@ -100,8 +100,9 @@ class Task:
     ``sums`` returns per-sample tensors of shape (B,): ``"loss"`` (float64, the
     sample's summed loss), optionally ``"count"`` (int64, the units the
     sample holds; 1 per sample without it) and one per name in ``metrics``
-    (float64 or int64 numerators). ``finish`` divides a split's totals by its
-    count; override it for a metric that is not a plain mean.
+    (float64, int64 or bool numerators; a bool counts as 0 or 1). ``finish``
+    divides a split's totals by its count; override it for a metric that is
+    not a plain mean.
     """
 
     name = "task"
@@ -141,10 +142,15 @@ class Classification(Task):
         self.loss_name = loss_name
 
     def sums(self, outputs, inputs, targets):
-        finite = torch.isfinite(outputs).all(dim=1)
+        correct = outputs.argmax(dim=1) == targets
+        if all_finite_on_cpu(outputs):
+            nonfinite = torch.zeros_like(correct)
+        else:
+            finite = torch.isfinite(outputs).all(dim=1)
+            nonfinite = finite.logical_not()
+            correct.logical_and_(finite)
         return {"loss": per_sample_loss(outputs, targets, self.loss_name).double(),
-                "acc": ((outputs.argmax(dim=1) == targets) & finite).long(),
-                "nonfinite": (~finite).long()}
+                "acc": correct, "nonfinite": nonfinite}
 
     def finish(self, totals, samples):
         return {"loss": totals["loss"] / samples, "acc": 100.0 * totals["acc"] / samples,
@@ -270,6 +276,17 @@ def metric_names(splits: Iterable[str], task: Task | None = None) -> list[str]:
     """The names a point's metrics get for these splits under ``task``, in file order."""
     task = task or Classification()
     return [f"{split}_{m}" for split in splits for m in ("loss", *task.metrics)]
+
+
+def all_finite_on_cpu(outputs: torch.Tensor) -> bool:
+    """True when ``outputs`` lie on a CPU and are all finite.
+
+    One float64 sum tells it (any inf or NaN makes the sum non-finite; a sum
+    that overflows only sends the caller the per-sample way): a fraction of
+    the cost of a per-sample check on a small network. Reading the answer on
+    a GPU would stall the stream, so there it is always False.
+    """
+    return outputs.device.type == "cpu" and bool(torch.isfinite(outputs.sum(dtype=torch.float64)))
 
 
 def per_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str) -> torch.Tensor:
