@@ -24,6 +24,7 @@ statistics from the training split at every point before evaluating it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -44,55 +45,161 @@ CPU_BATCH_INPUT_BYTES = 1.5e6  # on a CPU a batch's inputs this large keep activ
 CPU_BATCH_RANGE = (32, 4096)
 MAX_AUTO_BATCH = 16384  # the largest batch tried on a GPU
 PREFLIGHT_SAMPLES = 8  # the batch of the check before the first point
+STREAM_CHUNK_BYTES = 256 * 2**20  # the most a streamed chunk holds (two are on the device at once)
+MIN_STREAM_CHUNKS = 4  # a streamed split comes in this many chunks at least, so copies overlap compute
+
+
+@dataclass(frozen=True)
+class PixelNorm:
+    """How uint8 images become a network's inputs: ToTensor() (x/255), then Normalize(mean, std).
+
+    Images are kept as uint8 (4× less memory than float32) and converted
+    batch by batch on the device, by the same float32 operations in the same
+    order as converting them all at once.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def apply(self, pixels: torch.Tensor) -> torch.Tensor:
+        """NCHW uint8 pixels as normalized float32 inputs, on their device and in their memory format."""
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(self.mean, device=pixels.device).view(shape)
+        std = torch.tensor(self.std, device=pixels.device).view(shape)
+        return pixels.float().div(255).sub(mean).div(std)
 
 
 @dataclass
 class SplitData:
-    """One split's inputs and integer targets, where the evaluator reads them from."""
+    """One split's inputs and integer targets, where the evaluator reads them from.
+
+    With ``pixel_norm`` the inputs are uint8 images, normalized per batch.
+    """
 
     inputs: torch.Tensor
     targets: torch.Tensor
+    pixel_norm: PixelNorm | None = None
+    whole_size: int | None = None  # samples in the whole split, when this is one rank's shard of it
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
+
+    @property
+    def full_size(self) -> int:
+        """Samples in the whole split (the shards of a group add up to it)."""
+        return len(self) if self.whole_size is None else self.whole_size
+
+    def float_inputs(self) -> torch.Tensor:
+        """The inputs as the network takes them (all at once: for small splits and checks)."""
+        return self.pixel_norm.apply(self.inputs) if self.pixel_norm else self.inputs
+
+    def rows(self, keep) -> "SplitData":
+        """The samples ``keep`` (indices or a slice) of this split."""
+        return SplitData(self.inputs[keep], self.targets[keep], self.pixel_norm)
 
 
 class StackedSplits:
     """All evaluated splits as one stream of samples, each tagged with its split.
 
     Kept in device memory when it fits (half the free memory at most), else
-    pinned in host memory and copied batch by batch.
+    -- or when ``stream`` forces it -- kept in host memory (pinned where there
+    is a GPU) and streamed in fixed-order chunks of whole batches: the copy of
+    the next chunk (on a CUDA stream of its own) overlaps the compute of the
+    current one, and no DataLoader is built per point. uint8 images stay uint8
+    until a batch is on the device, where ``pixel_norm`` converts it.
     """
 
     def __init__(self, splits: Mapping[str, SplitData], device: torch.device,
-                 channels_last: bool = False):
+                 channels_last: bool = False, stream: bool = False):
         self.names = list(splits)
         self.sizes = [len(s) for s in splits.values()]
         shapes = {tuple(s.inputs.shape[1:]) for s in splits.values()}
         if len(shapes) > 1:
             raise LandscapeError(f"the splits have inputs of different shapes {sorted(shapes)}")
+        norms = {s.pixel_norm for s in splits.values()}
+        if len(norms) > 1:
+            raise LandscapeError("the splits are normalized differently")
+        self.pixel_norm = norms.pop()
         inputs = torch.cat([s.inputs for s in splits.values()])
         if channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         targets = torch.cat([s.targets for s in splits.values()]).long()
         split_ids = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes))
         self.device = device
-        self.resident = not (device.type == "cuda" and
-                             inputs.nbytes > DEVICE_DATA_FRACTION * torch.cuda.mem_get_info(device)[0])
-        place = (lambda t: t.to(device)) if self.resident else (lambda t: t.pin_memory())
+        self.resident = not stream and not (
+            device.type == "cuda" and inputs.nbytes > DEVICE_DATA_FRACTION * torch.cuda.mem_get_info(device)[0])
+        if self.resident:
+            place = lambda t: t.to(device)  # noqa: E731
+        elif torch.cuda.is_available():
+            place = lambda t: t.pin_memory()  # noqa: E731
+        else:
+            place = lambda t: t  # noqa: E731
         self.inputs, self.targets, self.split_ids = place(inputs), place(targets), place(split_ids)
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
 
+    @property
+    def sample_bytes(self) -> int:
+        """Bytes of one sample's inputs as the network takes them (float32 for uint8 images)."""
+        return self.inputs[:1].nbytes * (4 if self.pixel_norm else 1)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the stored inputs, targets and split ids take."""
+        return sum(t.nbytes for t in (self.inputs, self.targets, self.split_ids))
+
+    def chunk_samples(self, batch_size: int) -> int:
+        """Samples per streamed chunk: whole batches, at most STREAM_CHUNK_BYTES, at least MIN_STREAM_CHUNKS chunks."""
+        per_sample = max(1, self.nbytes // max(1, len(self)))
+        by_bytes = max(1, STREAM_CHUNK_BYTES // (per_sample * batch_size))
+        by_count = max(1, math.ceil(len(self) / MIN_STREAM_CHUNKS / batch_size))
+        return min(by_bytes, by_count) * batch_size
+
+    def chunks(self, batch_size: int) -> int:
+        """How many pieces one pass over the data is copied in (1: resident on the device)."""
+        return 1 if self.resident else math.ceil(len(self) / self.chunk_samples(batch_size))
+
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Fixed-order (inputs, targets, split ids) batches on the device, of samples start..stop."""
+        """Fixed-order (inputs, targets, split ids) batches on the device, of samples start..stop.
+
+        The batches are the same, resident or streamed: chunks hold whole batches.
+        """
         stop = len(self) if stop is None else min(stop, len(self))
-        for start in range(start, stop, batch_size):
-            end = min(start + batch_size, stop)
-            yield tuple(t[start:end].to(self.device, non_blocking=True)
-                        for t in (self.inputs, self.targets, self.split_ids))
+        if self.resident:
+            pieces = [(0, (self.inputs, self.targets, self.split_ids))]
+        else:
+            pieces = self._streamed(start, stop, self.chunk_samples(batch_size))
+        for offset, (inputs, targets, split_ids) in pieces:
+            for begin in range(max(start, offset), min(stop, offset + len(targets)), batch_size):
+                a, b = begin - offset, min(begin + batch_size, stop) - offset
+                batch = inputs[a:b]
+                yield (self.pixel_norm.apply(batch) if self.pixel_norm else batch,
+                       targets[a:b], split_ids[a:b])
+
+    def _streamed(self, start: int, stop: int, chunk: int):
+        """(offset, tensors) of consecutive chunks on the device; the next is copied while this one computes."""
+        side = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+
+        def fetch(a: int):
+            b = min(a + chunk, stop)
+            with torch.cuda.stream(side) if side else contextlib.nullcontext():
+                tensors = tuple(t[a:b].to(self.device, non_blocking=True)
+                                for t in (self.inputs, self.targets, self.split_ids))
+            return a, tensors
+
+        offsets = list(range(start, stop, chunk))
+        upcoming = fetch(offsets[0]) if offsets else None
+        for i in range(len(offsets)):
+            offset, tensors = upcoming
+            if side:
+                torch.cuda.current_stream(self.device).wait_stream(side)
+                for t in tensors:
+                    t.record_stream(torch.cuda.current_stream(self.device))
+            if i + 1 < len(offsets):
+                upcoming = fetch(offsets[i + 1])
+            yield offset, tensors
 
     def split(self, name: str) -> tuple[int, int]:
         """Start and end of split ``name`` in the stream."""
@@ -179,7 +286,7 @@ class PointEvaluator:
                  splits: Mapping[str, SplitData], loss_name: str = "crossentropy",
                  batch_size: int | None = None, device: torch.device | str = "cpu",
                  precision: str = "fp32", compile: bool = False, bn: str = "eval",
-                 bn_batch_size: int = 128, channels_last: bool | None = None):
+                 bn_batch_size: int = 128, channels_last: bool | None = None, stream: bool = False):
         check_choice("--loss_name", loss_name, LOSS_NAMES)
         check_choice("--precision", precision, PRECISIONS)
         check_choice("--bn", bn, BN_MODES)
@@ -195,7 +302,7 @@ class PointEvaluator:
         self.flat = FlatWeights(self.net, dir_type, channels_last)
         self.dx = self.flat.flatten(x)
         self.dy = self.flat.flatten(y) if y is not None else None
-        self.data = StackedSplits(splits, self.device, channels_last)
+        self.data = StackedSplits(splits, self.device, channels_last, stream)
         self.loss_name, self.precision, self.bn = loss_name, precision, bn
         self.bn_batch_size = bn_batch_size
         self.forward = torch.compile(self.net) if compile else self.net
@@ -230,8 +337,7 @@ class PointEvaluator:
 
     def __call__(self, alpha: float, beta: float = 0.0) -> dict[str, float]:
         """Metrics at θ* + α·δ + β·η."""
-        self._move_to(alpha, beta)
-        return self._evaluate(self.precision, self.forward, self.batch_size)
+        return metrics_from_sums(self.sums(alpha, beta))
 
     def _move_to(self, alpha: float, beta: float) -> None:
         """Set the model to θ* + α·δ + β·η, and with ``bn="recompute"`` its BatchNorm statistics too."""
@@ -261,8 +367,16 @@ class PointEvaluator:
                   for k in reference if k.endswith("_loss"))
         return {"fp32": reference, self.precision: reduced, "max_relative_loss_gap": gap}
 
-    @torch.inference_mode()
+    def sums(self, alpha: float, beta: float = 0.0) -> dict[str, float]:
+        """The sums behind the metrics at θ* + α·δ + β·η over the data held here (a shard, in a group)."""
+        self._move_to(alpha, beta)
+        return self._sums(self.precision, self.forward, self.batch_size)
+
     def _evaluate(self, precision: str, forward, batch_size: int) -> dict[str, float]:
+        return metrics_from_sums(self._sums(precision, forward, batch_size))
+
+    @torch.inference_mode()
+    def _sums(self, precision: str, forward, batch_size: int) -> dict[str, float]:
         n_splits = len(self.data.names)
         loss_sums = torch.zeros(n_splits, dtype=torch.float64, device=self.device)
         correct = torch.zeros(n_splits, dtype=torch.int64, device=self.device)
@@ -275,12 +389,11 @@ class PointEvaluator:
                 correct.index_add_(0, split_ids, ((outputs.argmax(dim=1) == targets) & finite).long())
                 nonfinite.index_add_(0, split_ids, (~finite).long())
         loss_sums, correct, nonfinite = loss_sums.tolist(), correct.tolist(), nonfinite.tolist()  # one sync
-        values = {}
+        sums = {}
         for i, (name, n) in enumerate(zip(self.data.names, self.data.sizes)):
-            values[f"{name}_loss"] = loss_sums[i] / n
-            values[f"{name}_acc"] = 100.0 * correct[i] / n
-            values[f"{name}_nonfinite"] = nonfinite[i] / n
-        return values
+            sums.update({f"{name}/loss": loss_sums[i], f"{name}/correct": float(correct[i]),
+                         f"{name}/nonfinite": float(nonfinite[i]), f"{name}/count": float(n)})
+        return sums
 
     def _recompute_batchnorm(self) -> None:
         """Running statistics of every BatchNorm re-estimated on the train split (cumulative mean)."""
@@ -302,7 +415,7 @@ class PointEvaluator:
         """
         n = len(self.data)
         if self.device.type != "cuda":
-            sample_bytes = self.data.inputs[:1].nbytes
+            sample_bytes = self.data.sample_bytes
             batch = 1 << round(math.log2(max(1.0, CPU_BATCH_INPUT_BYTES / sample_bytes)))
             return min(max(batch, CPU_BATCH_RANGE[0]), CPU_BATCH_RANGE[1], n)
 
@@ -340,3 +453,15 @@ def largest_fitting_batch(try_batch, start: int, release=lambda: None) -> int:
 def metric_names(splits) -> list[str]:
     """The names a point's metrics get for these splits, in file order."""
     return [f"{split}_{m}" for split in splits for m in ("loss", "acc", "nonfinite")]
+
+
+def metrics_from_sums(sums: Mapping[str, float]) -> dict[str, float]:
+    """A point's metrics from its sums (``<split>/loss``, ``/correct``, ``/nonfinite``, ``/count``),
+    divided once: the sums of the shards of a group add up to the sums of the whole split."""
+    values = {}
+    for name in dict.fromkeys(key.partition("/")[0] for key in sums):
+        n = sums[f"{name}/count"]
+        values[f"{name}_loss"] = sums[f"{name}/loss"] / n
+        values[f"{name}_acc"] = 100.0 * sums[f"{name}/correct"] / n
+        values[f"{name}_nonfinite"] = sums[f"{name}/nonfinite"] / n
+    return values
