@@ -153,7 +153,7 @@ class StackedSplits:
         """Samples per streamed chunk: whole batches, at most STREAM_CHUNK_BYTES, at least MIN_STREAM_CHUNKS chunks."""
         per_sample = max(1, self.nbytes // max(1, len(self)))
         by_bytes = max(1, STREAM_CHUNK_BYTES // (per_sample * batch_size))
-        by_count = max(1, math.ceil(len(self) / MIN_STREAM_CHUNKS / batch_size))
+        by_count = max(1, len(self) // (MIN_STREAM_CHUNKS * batch_size))
         return min(by_bytes, by_count) * batch_size
 
     def chunks(self, batch_size: int) -> int:
