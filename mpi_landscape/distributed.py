@@ -60,6 +60,7 @@ TAG_STOP = 13  # rank 0 to a worker: finish the point you are on, then stop
 IDLE_SLEEP = 0.0005  # seconds between polls while waiting; keeps oversubscribed ranks polite
 CHUNKS_PER_RANK = 4  # aim for this many chunks per evaluating rank, for balance at the end
 MAX_CHUNK = 16
+NO_POINT = -1  # a leader's "no more points" to its members
 
 FAILED_WORKER_GRACE = 30  # seconds a failed worker waits for rank 0 to end the job before it does
 EXIT_USER_ERROR, EXIT_BUG = 2, 1
@@ -160,14 +161,14 @@ class Group:
             return lambda index: finish(shard_sums(index))
 
         def point(index: int) -> Mapping[str, float]:
-            self.comm.bcast(index, root=0)
+            self._pass_on(index)
             return finish(self._reduce(shard_sums(index)))
 
         return point
 
     def follow(self, shard_sums: PointFn) -> None:
         """A member's loop: evaluate each point the leader passes on, until it passes None."""
-        while (index := self.comm.bcast(None, root=0)) is not None:
+        while (index := self._pass_on(None)) is not None:
             try:
                 sums = shard_sums(index)
             except Exception as exc:
@@ -177,7 +178,24 @@ class Group:
     def release(self) -> None:
         """Tell the members there are no more points (the leader, once, at its end)."""
         if self.comm is not None:
-            self.comm.bcast(None, root=0)
+            self._pass_on(None)
+
+    def close(self) -> None:
+        """Free the group's communicator, together with the other members, once its points are done.
+
+        Left to the garbage collector at exit, a member could wait there for
+        a leader that has already gone.
+        """
+        if self.comm is not None:
+            _wait_politely(self.comm.Ibarrier())
+            self.comm.Free()
+            self.comm = None
+
+    def _pass_on(self, index: int | None) -> int | None:
+        """The leader's next point (None: no more) at every member of the group."""
+        buffer = np.array([NO_POINT if index is None else index], dtype=np.int64)
+        _wait_politely(self.comm.Ibcast(buffer, root=0))
+        return None if buffer[0] == NO_POINT else int(buffer[0])
 
     def _reduce(self, sums: Mapping[str, float]) -> dict[str, float]:
         """The group's sums at its leader, in float64, and the stop request of any member with them."""
@@ -185,13 +203,19 @@ class Group:
 
         names = sorted(sums)
         mine = np.array([sums[n] for n in names] + [float(self.ctx.stop_requested)], dtype=np.float64)
-        total = np.empty_like(mine) if self.comm.Get_rank() == 0 else None
-        self.comm.Reduce(mine, total, op=MPI.SUM, root=0)
-        if total is None:
+        total = np.empty_like(mine)
+        _wait_politely(self.comm.Ireduce(mine, total, op=MPI.SUM, root=0))
+        if self.comm.Get_rank() != 0:
             return {}
         if total[-1]:
             self.ctx.request_stop()
         return dict(zip(names, total[:-1].tolist()))
+
+
+def _wait_politely(request) -> None:
+    """Wait for a nonblocking MPI operation, polling: a blocking one would spin a core meanwhile."""
+    while not request.Test():
+        time.sleep(IDLE_SLEEP)
 
 
 class Context:

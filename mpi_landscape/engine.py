@@ -87,10 +87,12 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
 
         if not group.is_leader:
             group.follow(shard_sums)
+            group.close()
             return RunStats()
         evaluate_point = group.reduced(shard_sums, metrics_from_sums)
         if not ctx.is_root:
             ctx.run_grid(todo, evaluate_point, on_result=None, group=group)
+            group.close()
             return RunStats()
         writer = held["writer"]
         if config.precision != "fp32":
@@ -104,6 +106,7 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
         stats.stopped_early = stats.stopped_early and not writer.done.all()
         writer.close(_timings(stats, ctx, evaluator))
         _summary(stats, ctx, writer)
+        group.close()
         return stats
 
 
