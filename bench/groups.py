@@ -74,9 +74,10 @@ def measure(ctx, k: int, args: argparse.Namespace) -> dict:
             t0 = time.perf_counter()
             point(i)
             reduction.append(time.perf_counter() - t0)
-        group.release()
     else:
         group.follow(free)
+    group.close()
+    group = ctx.groups(k)  # a fresh group for the grid, as a run has
     groups = group.layout.groups
     points = args.points_per_group * groups
     start = synchronized_start(ctx)
@@ -85,6 +86,7 @@ def measure(ctx, k: int, args: argparse.Namespace) -> dict:
                              lambda index, values: None, group=group)
     else:
         group.follow(slept)
+        group.close()
     wall = time.time() - start
     reductions = ctx.comm.gather(float(np.median(reduction)) if reduction else None, root=0)
     if not ctx.is_root:

@@ -175,18 +175,16 @@ class Group:
                 _report_failure(self.ctx, exc)
             self._reduce(sums)
 
-    def release(self) -> None:
-        """Tell the members there are no more points (the leader, once, at its end)."""
-        if self.comm is not None:
-            self._pass_on(None)
-
     def close(self) -> None:
-        """Free the group's communicator, together with the other members, once its points are done.
+        """The leader: tell the members there are no more points. Every member: free the group's
+        communicator together, once its points are done.
 
         Left to the garbage collector at exit, a member could wait there for
         a leader that has already gone.
         """
         if self.comm is not None:
+            if self.is_leader:
+                self._pass_on(None)
             _wait_politely(self.comm.Ibarrier())
             self.comm.Free()
             self.comm = None
@@ -296,6 +294,11 @@ class Context:
             raise JobFailed(*first)
         return value
 
+    def wait_for_every_rank(self) -> None:
+        """Return once every rank got here (polling, so waiting ranks spin no core)."""
+        if self.size > 1:
+            _wait_politely(self.comm.Ibarrier())
+
     @contextmanager
     def stop_on_signals(self) -> Iterator[None]:
         """While inside, SIGUSR1/SIGTERM/SIGINT request a clean stop instead of killing the process.
@@ -375,12 +378,11 @@ class Context:
         if self.size == 1:
             return self._run_alone(todo, evaluate_point, on_result)
         leaders = group.layout.leaders if group else list(range(self.size))
-        release = group.release if group else lambda: None
+        leave_group = group.close if group else lambda: None
         if self.is_root:
             return _Coordinator(self, todo, evaluate_point, on_result, coordinator_evaluates,
-                                [r for r in leaders if r != 0], release).run()
-        _work(self, evaluate_point)
-        release()
+                                [r for r in leaders if r != 0], leave_group).run()
+        _work(self, evaluate_point, leave_group)
         return RunStats()
 
     def _run_alone(self, todo, evaluate_point, on_result) -> RunStats:
@@ -426,6 +428,8 @@ class _Coordinator:
                 self._answer_held()
                 if local and not local.busy and self.queue and not self.stopping:
                     local.submit(self.queue.popleft())
+                elif local and not local.busy:
+                    local.close(wait=False)  # nothing more for rank 0: its group's members leave now
                 finished = local.result(timeout=IDLE_SLEEP) if local and local.busy else None
                 if finished is not None:
                     self._record(0, *finished)
@@ -522,7 +526,7 @@ class _LocalEvaluator:
     def __init__(self, evaluate_point: PointFn, release: Callable[[], None]):
         self._inbox: queue.Queue = queue.Queue()
         self._outbox: queue.Queue = queue.Queue()
-        self.busy = False
+        self.busy = self._closed = False
         self._thread = threading.Thread(target=self._loop, args=(evaluate_point, release),
                                         name="rank0-evaluator", daemon=True)
         self._thread.start()
@@ -553,13 +557,19 @@ class _LocalEvaluator:
 
     def close(self, wait: bool = True) -> None:
         """No more points; with ``wait``, return once the group's members are released."""
-        self._inbox.put(None)
+        if not self._closed:
+            self._closed = True
+            self._inbox.put(None)
         if wait:
             self._thread.join()
 
 
-def _work(ctx: Context, evaluate_point: PointFn) -> None:
-    """A worker's loop: keep one chunk in hand and the next one on its way."""
+def _work(ctx: Context, evaluate_point: PointFn, leave_group: Callable[[], None]) -> None:
+    """A worker's loop: keep one chunk in hand and the next one on its way.
+
+    A group's leader lets its members go (``leave_group``) before it says
+    goodbye, so that they have left before rank 0 ends the job.
+    """
     comm = ctx.comm
 
     def request() -> None:
@@ -588,6 +598,7 @@ def _work(ctx: Context, evaluate_point: PointFn) -> None:
             comm.send(("result", int(index), _evaluate_or_report(ctx, evaluate_point, int(index))),
                       dest=0, tag=TAG_TO_COORDINATOR)
         chunk = receive_chunk()
+    leave_group()
     comm.send(("bye", ctx.stop_requested), dest=0, tag=TAG_TO_COORDINATOR)
 
 

@@ -88,11 +88,12 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
         if not group.is_leader:
             group.follow(shard_sums)
             group.close()
+            ctx.wait_for_every_rank()
             return RunStats()
         evaluate_point = group.reduced(shard_sums, metrics_from_sums)
         if not ctx.is_root:
             ctx.run_grid(todo, evaluate_point, on_result=None, group=group)
-            group.close()
+            ctx.wait_for_every_rank()
             return RunStats()
         writer = held["writer"]
         if config.precision != "fp32":
@@ -103,10 +104,11 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
                 bar.update(1)
 
             stats = ctx.run_grid(todo, evaluate_point, on_result, not config.coordinator_only, group)
+        # every rank leaves while rank 0 writes the file: its exit status (a stop's) must not cut one short
+        ctx.wait_for_every_rank()
         stats.stopped_early = stats.stopped_early and not writer.done.all()
         writer.close(_timings(stats, ctx, evaluator))
         _summary(stats, ctx, writer)
-        group.close()
         return stats
 
 
