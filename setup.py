@@ -29,5 +29,7 @@ setup(
         # mpi4py against the site's MPI instead.
         "mpich": ["mpich"],
         "test": ["pytest>=7", "mpich"],
+        # Hugging Face models (language-model landscapes, the language-model tests)
+        "transformers": ["transformers>=4.40"],
     },
 )

@@ -23,6 +23,12 @@ their losses are in the range of a real network's.
     python bench/point_speed.py                         # CPU table, fp32, a few minutes at most
     python bench/point_speed.py --modes fp32,bf16       # and autocast bf16
     python bench/point_speed.py --device cuda           # ResNet-56, 50,000 images, fp32 and bf16, eager and compiled
+    python bench/point_speed.py --models tiny_gpt2      # the language-model row alone
+
+The language-model row (``tiny_gpt2``, with ``transformers`` installed) is a
+two-layer GPT-2 built from a config (no download) on random byte tokens,
+evaluated with ``--task language_model`` against a naive per-batch loop
+around ``model(**batch).loss``; it reports tokens per second per point.
 """
 
 from __future__ import annotations
@@ -48,10 +54,14 @@ from models import build_model
 from mpi_landscape.data import CIFAR10_MEAN, CIFAR10_STD, cifar_inputs, demo_split
 from mpi_landscape.directions import DirectionSpec, create_directions
 from mpi_landscape.evaluate import PointEvaluator, SplitData
-from reference_style import REFERENCE_BATCH_SIZE, REFERENCE_WORKERS, ReferenceStyleEvaluator, UInt8Images
+from reference_style import (REFERENCE_BATCH_SIZE, REFERENCE_WORKERS, NaiveLanguageModelLoop,
+                             ReferenceStyleEvaluator, UInt8Images)
 
-CPU_MODELS = ("demo_mlp", "resnet20", "resnet56")
-GPU_MODELS = ("resnet56",)
+CPU_MODELS = ("demo_mlp", "resnet20", "resnet56", "tiny_gpt2")
+GPU_MODELS = ("resnet56", "tiny_gpt2")
+LANGUAGE_MODEL = "tiny_gpt2"
+LM_SEQUENCES = {"cpu": 128, "cuda": 4096}  # sequences of LM_LENGTH random byte tokens per point
+LM_LENGTH = 64
 CPU_MODES = ("fp32",)
 GPU_MODES = ("fp32", "fp32+compile", "bf16", "bf16+compile")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -143,6 +153,72 @@ def image_workload(model: str, images: int) -> Workload:
     pixels, labels = synthetic_cifar(images)
     return workload(model, cifar_inputs(pixels), torch.from_numpy(labels).long(),
                     UInt8Images(pixels, labels, CIFAR10_MEAN, CIFAR10_STD))
+
+
+def tiny_gpt2(device: str) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A two-layer GPT-2 (seed 0) and random byte-token sequences (seed 0) without padding."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_head=4, n_embd=128, n_positions=LM_LENGTH, vocab_size=256,
+                        bos_token_id=0, eos_token_id=0)
+    net = GPT2LMHeadModel(config).eval()
+    gen = torch.Generator().manual_seed(0)
+    sequences = LM_SEQUENCES["cuda" if device.startswith("cuda") else "cpu"]
+    ids = torch.randint(0, 256, (sequences, LM_LENGTH), generator=gen)
+    return net, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+class TokenBatches(Dataset):
+    """Dict items of a token split, as a user's Hugging Face dataset gives them."""
+
+    def __init__(self, columns: dict[str, torch.Tensor]):
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns["input_ids"])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.columns.items()}
+
+
+def measure_language_model(points: list[tuple[float, float]], args: argparse.Namespace) -> dict:
+    """The engine's ``language_model`` task against the naive loop, on the same GPT-2, tokens and points."""
+    device = torch.device(args.device)
+    net, columns = tiny_gpt2(args.device)
+    x_dir, y_dir = create_directions(net, DirectionSpec())
+    tokens = columns["input_ids"][:, 1:].numel()
+    naive = NaiveLanguageModelLoop(copy.deepcopy(net), x_dir, y_dir, TokenBatches(columns),
+                                   REFERENCE_BATCH_SIZE // 4, 0, device)
+    naive(0.0, 0.0)
+    naive_timing = run_points(naive, points, args.repeats, args.min_seconds)
+    del naive
+    free_memory(device)
+    engine = PointEvaluator(copy.deepcopy(net), "weights", x_dir, y_dir,
+                            {"train": SplitData(columns, columns["input_ids"])}, batch_size=args.batch_size,
+                            device=device, task="language_model")
+    engine.warm_up()
+    timing = run_points(engine, points, max(args.repeats, len(naive_timing.seconds)), args.min_seconds)
+    batch_size = engine.batch_size
+    del engine
+    free_memory(device)
+    rel = [abs(m["train_loss"] - n["train_loss"]) / max(1.0, abs(n["train_loss"]))
+           for m, n in zip(timing.metrics, naive_timing.metrics)]
+    tol = tolerance("fp32", device)
+    return {"model": LANGUAGE_MODEL, "tokens": tokens, "batch_size": batch_size,
+            "naive_s_per_point": naive_timing.median, "s_per_point": timing.median,
+            "naive_tokens_per_s": tokens / naive_timing.median, "tokens_per_s": tokens / timing.median,
+            "ratio": naive_timing.median / timing.median, "max_rel_loss_diff": max(rel),
+            "loss_tolerance": tol, "losses_agree": max(rel) <= tol,
+            "naive_seconds": naive_timing.seconds, "seconds": timing.seconds}
+
+
+def print_language_model(r: dict) -> None:
+    print(f"\n{r['model']}: {r['tokens']} scored tokens per point; naive model(**batch).loss loop "
+          f"{r['naive_s_per_point']:.4f} s/point ({r['naive_tokens_per_s']:,.0f} tokens/s), engine "
+          f"--task language_model {r['s_per_point']:.4f} s/point ({r['tokens_per_s']:,.0f} tokens/s, batch "
+          f"{r['batch_size']}): {r['ratio']:.1f}x; max rel dloss {r['max_rel_loss_diff']:.1e} "
+          f"(tol {r['loss_tolerance']:.0e})", flush=True)
 
 
 def parse_mode(mode: str) -> tuple[str, bool, bool]:
@@ -352,8 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     print_header(on_gpu)
     rng = np.random.default_rng(1)
     points = [tuple(p) for p in rng.uniform(-0.25, 0.25, (MAX_POINTS, 2)).tolist()]
-    results = []
+    results, language_model = [], None
     for model in args.models:
+        if model == LANGUAGE_MODEL:
+            continue
         w = mlp_workload() if model == "demo_mlp" else image_workload(model, args.images)
         reference = measure_reference(w, points, args)
         print_reference(model, w.samples, reference)
@@ -364,10 +442,14 @@ def main(argv: list[str] | None = None) -> int:
         timed = max(len(r["seconds"]) for r in (reference, *modes))
         results.append({"model": model, "samples": w.samples, "points": [list(p) for p in points[:timed]],
                         "reference": reference, "modes": modes})
+    if LANGUAGE_MODEL in args.models:
+        language_model = measure_language_model(points, args)
+        print_language_model(language_model)
     rss = peak_rss_bytes()
     print(f"\npeak resident memory of this process over the whole run (all models and modes; "
           f"loader workers not included): {rss / 2**20:.0f} MB")
     bad = [f"{r['model']} {m['mode']}" for r in results for m in r["modes"] if not m["losses_agree"]]
+    bad += [LANGUAGE_MODEL] if language_model and not language_model["losses_agree"] else []
     if bad:
         print(f"the engine and the reference disagree on the loss beyond the tolerance for {', '.join(bad)}: "
               f"the timings compare unequal work; nothing written", file=sys.stderr)
@@ -388,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         "images": args.images,
         "process_peak_rss_bytes": rss,
         "results": results,
+        "language_model": language_model,
     })
     print(f"wrote {path.relative_to(path.parents[2])}")
     return 0

@@ -87,3 +87,25 @@ class ReferenceStyleEvaluator:
                 correct += outputs.argmax(dim=1).eq(targets).sum().item()
                 total += batch_size
         return {"train_loss": total_loss / total, "train_acc": 100.0 * correct / total}
+
+
+class NaiveLanguageModelLoop(ReferenceStyleEvaluator):
+    """A language model's loss as a user would first write it: weights set on the host, then a
+    DataLoader over dict batches and ``model(**batch, labels=...).loss`` with a host sync per batch.
+
+    Every sequence has the same length and no padding, so weighting each
+    batch's mean loss by its scored tokens gives the split's mean exactly.
+    """
+
+    def __call__(self, alpha: float, beta: float = 0.0) -> dict[str, float]:
+        self.set_weights(alpha, beta)
+        self.net.eval()
+        total_loss, tokens = 0.0, 0
+        with torch.no_grad():
+            for batch in self.loader:
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                loss = self.net(**batch, labels=batch["input_ids"]).loss
+                scored = batch["input_ids"][:, 1:].numel()
+                total_loss += loss.item() * scored
+                tokens += scored
+        return {"train_loss": total_loss / tokens}

@@ -17,22 +17,26 @@ import numpy as np
 import torch
 
 from .directions import Direction, DirectionSpec, create_directions
-from .evaluate import PointEvaluator, SplitData, metric_names
+from .evaluate import PointEvaluator, SplitData
+from .task import Inputs, Task, make_task, metric_names
 from .grid import Grid
 from .store import Surface
 
-DataLike = SplitData | tuple[torch.Tensor, torch.Tensor]
+DataLike = SplitData | tuple[Inputs, torch.Tensor]
 
 
 def compute_surface(net: torch.nn.Module, data: DataLike | Mapping[str, DataLike],
                     x: str = "-1:1:51", y: str | None = None, *,
                     directions: tuple[Direction, Direction | None] | None = None,
                     spec: DirectionSpec | None = None, loss_name: str = "crossentropy",
-                    batch_size: int | None = None, device: str | torch.device | None = None) -> Surface:
-    """Loss and accuracy of ``net`` over the grid ``x`` (and ``y``), as a ``Surface``.
+                    batch_size: int | None = None, device: str | torch.device | None = None,
+                    task: Task | str = "classification") -> Surface:
+    """The loss and metrics of ``task`` for ``net`` over the grid ``x`` (and ``y``), as a ``Surface``.
 
-    ``data`` is one split (``(inputs, targets)``, evaluated as "train") or a
-    mapping of split name to split. ``directions`` defaults to seeded
+    ``data`` is one split (``(inputs, targets)``, evaluated as "train"; inputs
+    a tensor, a dict or a tuple of tensors) or a mapping of split name to
+    split. ``task`` is a built-in name (classification, language_model,
+    regression) or a ``Task``. ``directions`` defaults to seeded
     filter-normalized random directions (``spec``). ``net`` is modified in
     place during the run and restored to θ* at the end.
     """
@@ -42,9 +46,10 @@ def compute_surface(net: torch.nn.Module, data: DataLike | Mapping[str, DataLike
     dx, dy = directions if directions is not None else create_directions(net, spec)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     original = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    task = make_task(task, loss_name)
     evaluator = PointEvaluator(net, spec.dir_type, dx, dy if grid.is_2d else None, splits,
-                               loss_name, batch_size, device)
-    names = metric_names(splits)
+                               loss_name, batch_size, device, task=task)
+    names = metric_names(splits, task)
     metrics = {k: np.full(grid.shape, np.nan) for k in names}
     for index in grid.coarse_to_fine():
         values = evaluator(*grid.point(int(index)))

@@ -10,10 +10,8 @@ shard; images can stay uint8 (``uint8=True``) and are normalized per batch.
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
-import sys
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -23,6 +21,7 @@ from torchvision.datasets import CIFAR10
 
 from .errors import LandscapeError
 from .evaluate import PixelNorm, SplitData
+from .task import import_factory, map_tensors, tensors_of
 
 SPLITS = ("train", "test")
 # The per-channel statistics the paper's CIFAR-10 networks were trained with.
@@ -71,8 +70,8 @@ def load_splits(dataset: str, splits: list[str], datapath: str = "cifar10/data",
         if len(data) == 0:
             raise LandscapeError(f"the {name} split has fewer samples than --ranks_per_point {shards}")
     if not uint8:
-        loaded = {s: SplitData(d.float_inputs().contiguous(), d.targets, None, d.whole_size)
-                  for s, d in loaded.items()}
+        loaded = {s: SplitData(d.float_inputs().contiguous(), d.targets, None, d.whole_size) if d.pixel_norm
+                  else d for s, d in loaded.items()}
     return loaded
 
 
@@ -113,7 +112,8 @@ class Selection:
         if self.data_split == 1 and self.shards == 1:
             return data
         keep = torch.from_numpy(self.indices(len(data)))
-        return SplitData(data.inputs[keep], data.targets[keep], data.pixel_norm, self.whole(len(data)))
+        return SplitData(map_tensors(lambda t: t[keep], data.inputs), data.targets[keep], data.pixel_norm,
+                         self.whole(len(data)))
 
     def key(self) -> str:
         """A name for this selection, unique among selections (cache files)."""
@@ -187,7 +187,7 @@ def demo_split(split: str, n: int | None = None) -> SplitData:
 
 def _user_splits(spec: str, splits: list[str]) -> dict[str, SplitData]:
     """Call the user's factory; it returns a Dataset, tensors, or a dict of them per split."""
-    factory = _import_factory(spec)
+    factory = import_factory(spec, "--dataset")
     try:
         produced = factory()
     except Exception as exc:
@@ -205,32 +205,72 @@ def _user_splits(spec: str, splits: list[str]) -> dict[str, SplitData]:
     return {"train": _as_split(produced, spec)}
 
 
-def _import_factory(spec: str) -> Callable:
-    module_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise LandscapeError(f"--dataset {spec}: cannot import it ({exc})") from None
-    if not callable(factory):
-        raise LandscapeError(f"--dataset {spec}: {attr} is not callable")
-    return factory
-
-
 def _as_split(obj, spec: str) -> SplitData:
-    """Tensors ``(inputs, targets)`` or any map-style Dataset of ``(input, target)`` pairs."""
-    if isinstance(obj, (tuple, list)) and len(obj) == 2 and all(torch.is_tensor(t) for t in obj):
+    """A user's split: ``(inputs, targets)``, a dict of tensors, or a map-style Dataset.
+
+    Inputs may be one tensor, a dict of tensors (``input_ids``,
+    ``attention_mask``, ...) or a tuple of tensors. A dict's ``labels`` are
+    the targets (``input_ids`` when it has none: a language model's next
+    tokens). A Dataset's items are ``(input, target)`` pairs, tuples whose
+    last element is the target, or such dicts.
+    """
+    if isinstance(obj, (tuple, list)) and len(obj) == 2 and torch.is_tensor(obj[1]):
         inputs, targets = obj
+    elif isinstance(obj, Mapping):
+        inputs, targets = _inputs_and_labels(dict(obj))
     elif hasattr(obj, "__getitem__") and hasattr(obj, "__len__"):
-        pairs = [obj[i] for i in range(len(obj))]
-        inputs = torch.stack([torch.as_tensor(p[0]) for p in pairs])
-        targets = torch.as_tensor([int(p[1]) for p in pairs])
+        items = [obj[i] for i in range(len(obj))]
+        if items and isinstance(items[0], Mapping):
+            inputs, targets = _inputs_and_labels({k: _stack([it[k] for it in items]) for k in items[0]})
+        else:
+            inputs = [_stack([it[j] for it in items]) for j in range(len(items[0]) - 1)] if items else []
+            inputs = inputs[0] if len(inputs) == 1 else tuple(inputs)
+            targets = _stack([it[-1] for it in items])
     else:
         raise LandscapeError(
             f"--dataset {spec}: the factory must return a Dataset, (inputs, targets) tensors, "
-            f"or a dict of those per split; got {type(obj).__name__}"
+            f"a dict of tensors, or a dict of those per split; got {type(obj).__name__}"
         )
-    if len(inputs) != len(targets) or len(targets) == 0:
-        raise LandscapeError(f"--dataset {spec}: {len(inputs)} inputs but {len(targets)} targets")
-    return SplitData(inputs.float().contiguous(), targets.long())
+    try:
+        inputs = map_tensors(_compact, inputs)
+    except LandscapeError as exc:
+        raise LandscapeError(f"--dataset {spec}: {exc}") from None
+    sizes = {len(t) for t in tensors_of(inputs)}
+    if sizes != {len(targets)} or len(targets) == 0:
+        raise LandscapeError(f"--dataset {spec}: inputs of {sorted(sizes)} samples but {len(targets)} targets")
+    return SplitData(inputs, _compact(torch.as_tensor(targets)))
+
+
+def _inputs_and_labels(columns: dict) -> tuple[dict, torch.Tensor]:
+    """A dict split's model inputs and its targets (``labels``, else ``input_ids``)."""
+    if "labels" in columns:
+        targets = columns.pop("labels")
+    elif "input_ids" in columns:
+        targets = columns["input_ids"]
+    else:
+        raise LandscapeError(f"a dict split needs 'labels' or 'input_ids', got keys {sorted(columns)}")
+    return columns, targets
+
+
+def _stack(values: list) -> torch.Tensor:
+    return torch.stack([torch.as_tensor(v) for v in values])
+
+
+def _compact(t: torch.Tensor) -> torch.Tensor:
+    """Real-valued data (and uint8 images) as float32; token ids and masks in the smallest integer dtype.
+
+    A token corpus takes 2 bytes a token where its ids fit (int16), not 4 or
+    8; the task widens each batch to int64 when it reaches the model.
+    """
+    t = torch.as_tensor(t)
+    if t.is_floating_point() or t.dtype == torch.uint8:
+        return t.float().contiguous()
+    if t.dtype == torch.bool or t.numel() == 0:
+        return t.contiguous()
+    low, high = int(t.min()), int(t.max())
+    for dtype in (torch.int8, torch.int16, torch.int32):
+        info = torch.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return t.to(dtype).contiguous()
+    return t.long().contiguous()
+

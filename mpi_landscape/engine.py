@@ -27,7 +27,8 @@ from .directions import (create_directions, describe_directions, fingerprint, lo
                          save_directions)
 from .distributed import Context, GroupLayout, RunStats
 from .errors import LandscapeError, require_folder
-from .evaluate import PointEvaluator, SplitData, metric_names, metrics_from_sums
+from .evaluate import PointEvaluator, SplitData
+from .task import make_task, metric_names
 from .grid import Grid
 from .networks import checkpoint_sha256, load_network
 from .store import SurfaceWriter
@@ -72,7 +73,8 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
                   _load_inputs(dataclasses.replace(config, download=False), group.shard, dir_file=dir_file)[0])
         evaluator = PointEvaluator(inputs.net, config.dir_type, inputs.x, inputs.y, inputs.splits,
                                    config.loss_name, config.batch_size, ctx.device(), config.precision,
-                                   config.compile, config.bn, config.bn_batch_size, stream=config.stream)
+                                   config.compile, config.bn, config.bn_batch_size, task=config.task,
+                                   low_memory=config.low_memory, stream=config.stream)
         if config.compile:
             evaluator.warm_up()
         return evaluator
@@ -90,7 +92,7 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
             group.close()
             ctx.wait_for_every_rank()
             return RunStats()
-        evaluate_point = group.reduced(shard_sums, metrics_from_sums)
+        evaluate_point = group.reduced(shard_sums, evaluator.finish)
         if not ctx.is_root:
             ctx.run_grid(todo, evaluate_point, on_result=None, group=group)
             ctx.wait_for_every_rank()
@@ -123,7 +125,8 @@ def _check_request(config, grid: Grid, ctx: Context) -> None:
         if axis is not None and max(abs(axis.lo), abs(axis.hi)) > limit:
             raise LandscapeError(f"{flag}={axis.spec}: coordinates beyond ±{limit:.3g} do not fit the "
                                  f"network's float32 weights")
-    needed = grid.size * (8 * len(metric_names(config.split_list)) + BOOKKEEPING_BYTES_PER_POINT)
+    needed = grid.size * (8 * len(metric_names(config.split_list, make_task(config.task, config.loss_name)))
+                          + BOOKKEEPING_BYTES_PER_POINT)
     available = _available_memory()
     if available is not None and needed > available:
         raise LandscapeError(f"a grid of {grid.size} points needs about {needed / 1e9:.3g} GB of memory "
@@ -184,6 +187,7 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
         "data_split": config.data_split, "loss_name": config.loss_name,
         "precision": config.precision, "bn": config.bn,
         "dataset_size": {k: v.full_size for k, v in inputs.splits.items()},
+        **({"task": config.task} if config.task != "classification" else {}),
         **{f"{flag}_sha256": checkpoint_sha256(getattr(config, flag))
            for flag in ("model_file", "model_file2", "model_file3") if getattr(config, flag)},
     }
@@ -200,7 +204,8 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
         "directions": describe_directions(dir_file),
     }
     return SurfaceWriter.open(config.resolved_surf_file(), grid.xcoordinates(), grid.ycoordinates(),
-                              dir_file, metric_names(config.split_list), identity, provenance,
+                              dir_file, metric_names(config.split_list, make_task(config.task, config.loss_name)),
+                              identity, provenance,
                               flush_seconds=config.flush_seconds,
                               fsync_every_result=config.fsync_every_result)
 
@@ -228,7 +233,7 @@ def _timings(stats: RunStats, ctx: Context, evaluator: PointEvaluator) -> dict:
         "coordinator_seconds": stats.coordinator_seconds, "ranks": ctx.size,
         "device": str(device), "peak_memory_bytes_rank0": int(peak),
         "data": {"resident": evaluator.data.resident, "chunks": evaluator.data.chunks(evaluator.batch_size),
-                 "bytes_rank0": evaluator.data.nbytes, "dtype": str(evaluator.data.inputs.dtype)},
+                 "bytes_rank0": evaluator.data.nbytes, "dtype": evaluator.data.dtype},
         "points_by_rank": {str(k): v for k, v in stats.points_by_rank.items()},
         "stopped_early": stats.stopped_early}}
 

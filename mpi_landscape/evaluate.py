@@ -6,15 +6,15 @@ to a point rewrites the model's tensors in place through one flat buffer (the
 model's parameters are views into it), so a point costs two fused vector ops
 plus the forward passes -- nothing is copied from the host or read from disk.
 
-The loss is the mean per-sample loss over the whole split with the network in
-eval mode (BatchNorm uses its running statistics); accuracy is in percent.
-All requested splits are stacked and streamed through the model in one pass
-of full batches, each sample's loss added to its own split's sum. A point
-yields a small mapping of named floats (``train_loss``, ``train_acc``,
-``train_nonfinite``, ``test_loss``, ...): callers pass them on without knowing
-what they mean. A sample whose outputs are not all finite (a diverged network,
-e.g. BatchNorm variances gone negative beyond an interpolation's ends) never
-counts as correct, and ``<split>_nonfinite`` is the fraction of such samples.
+What a batch means is a ``Task`` (task.py; classification by default): the
+network runs in eval mode (BatchNorm uses its running statistics), all
+requested splits are stacked and streamed through the model in one pass of
+full batches, and each sample's sums (loss, count, metric numerators) are
+added to its own split's totals on the device; the task turns each split's
+totals into its metrics once per point. A point yields a small mapping of
+named floats (``train_loss``, ``train_acc``, ``train_nonfinite``,
+``test_loss``, ...): callers pass them on without knowing what they mean.
+Inputs may be one tensor, a dict of tensors or a tuple of tensors.
 
 Evaluation modes: ``precision`` runs the forward pass under autocast in bf16
 or fp16 (losses are still summed in float64); ``compile`` wraps the model in
@@ -31,13 +31,12 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch.optim.swa_utils import update_bn
 
 from .directions import Direction, model_tensors
 from .errors import LandscapeError, check_choice
+from .task import Inputs, Task, make_task, map_tensors, tensors_of
 
-LOSS_NAMES = ("crossentropy", "mse")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 BN_MODES = ("eval", "recompute")
 DEVICE_DATA_FRACTION = 0.5  # share of free device memory the data may take
@@ -46,6 +45,7 @@ CPU_BATCH_RANGE = (32, 4096)
 MAX_AUTO_BATCH = 16384  # the largest batch tried on a GPU
 PREFLIGHT_SAMPLES = 8  # the batch of the check before the first point
 STREAM_CHUNK_BYTES = 256 * 2**20  # the most a streamed chunk holds (two are on the device at once)
+SAMPLES_TOTAL = "samples"  # the total of a point's sums that counts the samples evaluated
 MIN_STREAM_CHUNKS = 4  # a streamed split comes in this many chunks at least, so copies overlap compute
 
 
@@ -71,12 +71,12 @@ class PixelNorm:
 
 @dataclass
 class SplitData:
-    """One split's inputs and integer targets, where the evaluator reads them from.
+    """One split's inputs (a tensor, a dict or a tuple of tensors, one row per sample) and targets.
 
     With ``pixel_norm`` the inputs are uint8 images, normalized per batch.
     """
 
-    inputs: torch.Tensor
+    inputs: Inputs
     targets: torch.Tensor
     pixel_norm: PixelNorm | None = None
     whole_size: int | None = None  # samples in the whole split, when this is one rank's shard of it
@@ -89,13 +89,9 @@ class SplitData:
         """Samples in the whole split (the shards of a group add up to it)."""
         return len(self) if self.whole_size is None else self.whole_size
 
-    def float_inputs(self) -> torch.Tensor:
+    def float_inputs(self) -> Inputs:
         """The inputs as the network takes them (all at once: for small splits and checks)."""
         return self.pixel_norm.apply(self.inputs) if self.pixel_norm else self.inputs
-
-    def rows(self, keep) -> "SplitData":
-        """The samples ``keep`` (indices or a slice) of this split."""
-        return SplitData(self.inputs[keep], self.targets[keep], self.pixel_norm)
 
 
 class StackedSplits:
@@ -110,58 +106,40 @@ class StackedSplits:
     """
 
     def __init__(self, splits: Mapping[str, SplitData], device: torch.device,
-                 channels_last: bool = False, stream: bool = False):
+                 channels_last: bool = False, task: Task | None = None, stream: bool = False):
         self.names = list(splits)
         self.sizes = [len(s) for s in splits.values()]
-        shapes = {tuple(s.inputs.shape[1:]) for s in splits.values()}
+        shapes = {tuple(tuple(t.shape[1:]) for t in tensors_of(s.inputs)) for s in splits.values()}
         if len(shapes) > 1:
             raise LandscapeError(f"the splits have inputs of different shapes {sorted(shapes)}")
         norms = {s.pixel_norm for s in splits.values()}
         if len(norms) > 1:
             raise LandscapeError("the splits are normalized differently")
         self.pixel_norm = norms.pop()
-        inputs = torch.cat([s.inputs for s in splits.values()])
-        if channels_last and inputs.dim() == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        targets = torch.cat([s.targets for s in splits.values()]).long()
+        inputs = _concatenate([s.inputs for s in splits.values()])
+        if channels_last:
+            inputs = map_tensors(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t,
+                                 inputs)
+        targets = (task or make_task()).store_targets(torch.cat([s.targets for s in splits.values()]))
         split_ids = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes))
         self.device = device
+        nbytes = sum(t.nbytes for t in tensors_of(inputs))
         self.resident = not stream and not (
-            device.type == "cuda" and inputs.nbytes > DEVICE_DATA_FRACTION * torch.cuda.mem_get_info(device)[0])
+            device.type == "cuda" and nbytes > DEVICE_DATA_FRACTION * torch.cuda.mem_get_info(device)[0])
         if self.resident:
             place = lambda t: t.to(device)  # noqa: E731
         elif torch.cuda.is_available():
             place = lambda t: t.pin_memory()  # noqa: E731
         else:
             place = lambda t: t  # noqa: E731
-        self.inputs, self.targets, self.split_ids = place(inputs), place(targets), place(split_ids)
+        self.inputs = map_tensors(place, inputs)
+        self.targets, self.split_ids = place(targets), place(split_ids)
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
 
-    @property
-    def sample_bytes(self) -> int:
-        """Bytes of one sample's inputs as the network takes them (float32 for uint8 images)."""
-        return self.inputs[:1].nbytes * (4 if self.pixel_norm else 1)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes the stored inputs, targets and split ids take."""
-        return sum(t.nbytes for t in (self.inputs, self.targets, self.split_ids))
-
-    def chunk_samples(self, batch_size: int) -> int:
-        """Samples per streamed chunk: whole batches, at most STREAM_CHUNK_BYTES, at least MIN_STREAM_CHUNKS chunks."""
-        per_sample = max(1, self.nbytes // max(1, len(self)))
-        by_bytes = max(1, STREAM_CHUNK_BYTES // (per_sample * batch_size))
-        by_count = max(1, len(self) // (MIN_STREAM_CHUNKS * batch_size))
-        return min(by_bytes, by_count) * batch_size
-
-    def chunks(self, batch_size: int) -> int:
-        """How many pieces one pass over the data is copied in (1: resident on the device)."""
-        return 1 if self.resident else math.ceil(len(self) / self.chunk_samples(batch_size))
-
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+                ) -> Iterator[tuple[Inputs, torch.Tensor, torch.Tensor]]:
         """Fixed-order (inputs, targets, split ids) batches on the device, of samples start..stop.
 
         The batches are the same, resident or streamed: chunks hold whole batches.
@@ -174,9 +152,10 @@ class StackedSplits:
         for offset, (inputs, targets, split_ids) in pieces:
             for begin in range(max(start, offset), min(stop, offset + len(targets)), batch_size):
                 a, b = begin - offset, min(begin + batch_size, stop) - offset
-                batch = inputs[a:b]
+                batch = map_tensors(lambda t: t[a:b].to(self.device, non_blocking=True), inputs)
                 yield (self.pixel_norm.apply(batch) if self.pixel_norm else batch,
-                       targets[a:b], split_ids[a:b])
+                       targets[a:b].to(self.device, non_blocking=True),
+                       split_ids[a:b].to(self.device, non_blocking=True))
 
     def _streamed(self, start: int, stop: int, chunk: int):
         """(offset, tensors) of consecutive chunks on the device; the next is copied while this one computes."""
@@ -185,27 +164,63 @@ class StackedSplits:
         def fetch(a: int):
             b = min(a + chunk, stop)
             with torch.cuda.stream(side) if side else contextlib.nullcontext():
-                tensors = tuple(t[a:b].to(self.device, non_blocking=True)
-                                for t in (self.inputs, self.targets, self.split_ids))
-            return a, tensors
+                return a, (map_tensors(lambda t: t[a:b].to(self.device, non_blocking=True), self.inputs),
+                           self.targets[a:b].to(self.device, non_blocking=True),
+                           self.split_ids[a:b].to(self.device, non_blocking=True))
 
         offsets = list(range(start, stop, chunk))
         upcoming = fetch(offsets[0]) if offsets else None
         for i in range(len(offsets)):
             offset, tensors = upcoming
             if side:
-                torch.cuda.current_stream(self.device).wait_stream(side)
-                for t in tensors:
-                    t.record_stream(torch.cuda.current_stream(self.device))
+                current = torch.cuda.current_stream(self.device)
+                current.wait_stream(side)
+                for t in [*tensors_of(tensors[0]), *tensors[1:]]:
+                    t.record_stream(current)
             if i + 1 < len(offsets):
                 upcoming = fetch(offsets[i + 1])
             yield offset, tensors
+
+    def sample_bytes(self) -> int:
+        """Bytes of one sample's inputs as the network takes them (float32 for uint8 images)."""
+        return sum(t[:1].nbytes for t in tensors_of(self.inputs)) * (4 if self.pixel_norm else 1)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the stored inputs, targets and split ids take."""
+        return sum(t.nbytes for t in [*tensors_of(self.inputs), self.targets, self.split_ids])
+
+    @property
+    def dtype(self) -> str:
+        """The stored inputs' dtype(s), for the record."""
+        return ",".join(str(t.dtype).removeprefix("torch.") for t in tensors_of(self.inputs))
+
+    def chunk_samples(self, batch_size: int) -> int:
+        """Samples per streamed chunk: whole batches, at most STREAM_CHUNK_BYTES, at least MIN_STREAM_CHUNKS chunks."""
+        per_sample = max(1, self.nbytes // max(1, len(self)))
+        by_bytes = max(1, STREAM_CHUNK_BYTES // (per_sample * batch_size))
+        by_count = max(1, len(self) // (MIN_STREAM_CHUNKS * batch_size))
+        return min(by_bytes, by_count) * batch_size
+
+    def chunks(self, batch_size: int) -> int:
+        """How many pieces one pass over the data is copied in (1: resident on the device)."""
+        return 1 if self.resident else math.ceil(len(self) / self.chunk_samples(batch_size))
 
     def split(self, name: str) -> tuple[int, int]:
         """Start and end of split ``name`` in the stream."""
         i = self.names.index(name)
         start = sum(self.sizes[:i])
         return start, start + self.sizes[i]
+
+
+def _concatenate(parts: list[Inputs]) -> Inputs:
+    """The splits' inputs one after another, keeping their structure (tensor, dict or tuple)."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts)
+    if isinstance(first, Mapping):
+        return {k: torch.cat([p[k] for p in parts]) for k in first}
+    return type(first)(torch.cat([p[i] for p in parts]) for i in range(len(first)))
 
 
 class FlatWeights:
@@ -217,15 +232,19 @@ class FlatWeights:
     not read them. With ``channels_last`` the 4D tensors (conv filters) are
     laid out NHWC in the buffer, so convolutions read them in the layout that
     is fastest for cuDNN and oneDNN alike; directions are flattened in the same order.
+    ``storage`` is the dtype θ* and the directions are held in (float32, or
+    bf16/fp16 to save memory); the buffer the model reads is always float32.
     """
 
-    def __init__(self, net: torch.nn.Module, dir_type: str, channels_last: bool = False):
+    def __init__(self, net: torch.nn.Module, dir_type: str, channels_last: bool = False,
+                 storage: torch.dtype = torch.float32):
         names, tensors = model_tensors(net, dir_type)
         self.mask = [t.is_floating_point() for t in tensors]
         self.channels_last = channels_last
+        self.storage = storage
         kept = [(n, t) for (n, t), keep in zip(zip(names, tensors), self.mask) if keep]
-        self.theta = torch.cat([self._flat(t) for _, t in kept])
-        self.buffer = self.theta.clone()
+        self.buffer = torch.cat([self._flat(t) for _, t in kept])
+        self.theta = self.buffer.to(storage, copy=True)
         offset = 0
         for name, t in kept:
             segment = self.buffer[offset:offset + t.numel()]
@@ -246,14 +265,35 @@ class FlatWeights:
     def flatten(self, direction: Direction) -> torch.Tensor:
         """A direction as one flat vector aligned with the buffer, on its device."""
         parts = [self._flat(d) for d, keep in zip(direction, self.mask) if keep]
-        return torch.cat(parts).to(self.theta.device)
+        return torch.cat(parts).to(self.theta.device, self.storage)
 
     def set(self, alpha: float, dx: torch.Tensor, beta: float = 0.0, dy: torch.Tensor | None = None) -> None:
-        """Make the model's tensors θ* + α·dx + β·dy."""
-        torch.mul(dx, alpha, out=self.buffer)
+        """Make the model's tensors θ* + α·dx + β·dy (computed in float32 whatever the storage)."""
+        if self.storage == torch.float32:
+            torch.mul(dx, alpha, out=self.buffer)
+        else:
+            self.buffer.copy_(dx).mul_(alpha)
         if dy is not None:
             self.buffer.add_(dy, alpha=beta)
         self.buffer.add_(self.theta)
+
+
+def weights_memory_bytes(n_values: int, n_directions: int, storage: torch.dtype = torch.float32) -> int:
+    """Device bytes of a point's weights: the float32 buffer, θ* and the directions in ``storage``."""
+    return n_values * (4 + storage.itemsize * (1 + n_directions))
+
+
+def check_weights_fit(n_values: int, n_directions: int, storage: torch.dtype, free_bytes: int) -> None:
+    """Refuse, before anything is placed on the device, weights that cannot fit in ``free_bytes``."""
+    needed = weights_memory_bytes(n_values, n_directions, storage)
+    if needed > free_bytes:
+        hint = ("" if storage != torch.float32 else
+                f" (--low_memory with --precision bf16 needs "
+                f"{weights_memory_bytes(n_values, n_directions, torch.bfloat16) / 2**30:.3g} GiB)")
+        raise LandscapeError(f"the network's {n_values:,} weights need {needed / 2**30:.3g} GiB on the device "
+                             f"(a float32 working copy, θ* and {n_directions} direction(s) in "
+                             f"{str(storage).removeprefix('torch.')}), more than the {free_bytes / 2**30:.3g} "
+                             f"GiB free{hint}; use a larger GPU or a smaller model")
 
 
 def _rebind(net: torch.nn.Module, name: str, view: torch.Tensor) -> None:
@@ -268,27 +308,24 @@ def _rebind(net: torch.nn.Module, name: str, view: torch.Tensor) -> None:
         raise KeyError(name)
 
 
-def per_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str) -> torch.Tensor:
-    """Each sample's loss: cross-entropy, or mean squared error of softmax against one-hot."""
-    outputs = outputs.float()
-    if loss_name == "crossentropy":
-        return F.cross_entropy(outputs, targets, reduction="none")
-    if loss_name == "mse":
-        probs = F.softmax(outputs, dim=1)
-        return ((probs - F.one_hot(targets, probs.shape[1]).to(probs.dtype)) ** 2).mean(dim=1)
-    raise LandscapeError(f"--loss_name {loss_name!r}: choose one of {', '.join(LOSS_NAMES)}")
-
-
 class PointEvaluator:
-    """Loss and accuracy of one network at any grid point, everything kept on one device."""
+    """A task's loss and metrics of one network at any grid point, everything kept on one device.
+
+    ``task`` is a Task or its name (``--task``); ``loss_name`` chooses the
+    classification loss.
+    """
 
     def __init__(self, net: torch.nn.Module, dir_type: str, x: Direction, y: Direction | None,
                  splits: Mapping[str, SplitData], loss_name: str = "crossentropy",
                  batch_size: int | None = None, device: torch.device | str = "cpu",
                  precision: str = "fp32", compile: bool = False, bn: str = "eval",
-                 bn_batch_size: int = 128, channels_last: bool | None = None, stream: bool = False):
-        check_choice("--loss_name", loss_name, LOSS_NAMES)
+                 bn_batch_size: int = 128, channels_last: bool | None = None,
+                 task: Task | str = "classification", low_memory: bool = False, stream: bool = False):
+        self.task = make_task(task, loss_name)
         check_choice("--precision", precision, PRECISIONS)
+        if low_memory and precision == "fp32":
+            raise LandscapeError("--low_memory holds θ* and the directions in the reduced precision: "
+                                 "give --precision bf16 or fp16 with it")
         check_choice("--bn", bn, BN_MODES)
         if batch_size is not None and batch_size < 1:
             raise LandscapeError(f"--batch_size must be positive, got {batch_size}")
@@ -296,48 +333,72 @@ class PointEvaluator:
             raise LandscapeError("--bn recompute estimates BatchNorm statistics on the train split: "
                                  "include train in --splits")
         self.device = torch.device(device)
+        storage = PRECISIONS[precision] if low_memory else torch.float32
+        if self.device.type == "cuda":
+            n_values = sum(t.numel() for t in model_tensors(net, dir_type)[1] if t.is_floating_point())
+            check_weights_fit(n_values, 1 if y is None else 2, storage, torch.cuda.mem_get_info(self.device)[0])
         self.net = net.to(self.device).eval()
         if channels_last is None:  # where it helps: convolutions (GPUs and oneDNN on CPUs alike)
             channels_last = any(isinstance(m, torch.nn.Conv2d) for m in self.net.modules())
-        self.flat = FlatWeights(self.net, dir_type, channels_last)
+        self.flat = FlatWeights(self.net, dir_type, channels_last, storage)
         self.dx = self.flat.flatten(x)
         self.dy = self.flat.flatten(y) if y is not None else None
-        self.data = StackedSplits(splits, self.device, channels_last, stream)
-        self.loss_name, self.precision, self.bn = loss_name, precision, bn
+        self.data = StackedSplits(splits, self.device, channels_last, self.task, stream)
+        self.precision, self.bn = precision, bn
         self.bn_batch_size = bn_batch_size
         self.forward = torch.compile(self.net) if compile else self.net
         self.fixed_batch_size = batch_size
-        self._check_one_batch()
+        self._integer_totals: set[str] = set()  # totals the task counts in integers (told by _sums)
+        self.sample_output_bytes = self._check_one_batch()
         self.batch_size = batch_size or self._largest_batch(precision, self.forward)
         self.warmup_seconds = 0.0
 
     @torch.inference_mode()
-    def _check_one_batch(self) -> None:
+    def _check_one_batch(self) -> int:
         """One forward pass of a few samples at θ*, before the first point: the data must fit the model.
 
-        An input shape the model does not take, outputs that are not class
-        scores, or labels beyond the model's classes are user errors, told in
-        one line here rather than a traceback (or a device assert) mid-grid.
+        An input shape the model does not take, or outputs and targets that
+        cannot mean the task (labels beyond the model's classes, say) are user
+        errors, told in one line here rather than a traceback (or a device
+        assert) mid-grid. Returns the bytes of one sample's outputs.
         """
         inputs, _, _ = next(self.data.batches(PREFLIGHT_SAMPLES, stop=min(PREFLIGHT_SAMPLES, len(self.data))))
         try:
             with self._autocast(self.precision):
-                outputs = self.forward(inputs)
+                outputs = self.task.outputs(self.forward, inputs)
+        except LandscapeError:
+            raise
         except Exception as exc:
-            raise LandscapeError(f"the model's forward pass fails on inputs of shape {tuple(inputs.shape[1:])} "
+            shapes = [tuple(t.shape[1:]) for t in tensors_of(inputs)]
+            shape = shapes[0] if len(shapes) == 1 else shapes
+            raise LandscapeError(f"the model's forward pass fails on inputs of shape {shape} "
                                  f"from the data ({type(exc).__name__}: {exc}); check that --model and "
                                  f"--dataset go together") from None
-        if outputs.ndim != 2:
-            raise LandscapeError(f"the model returns outputs of shape {tuple(outputs.shape)} for a batch; "
-                                 f"(batch, classes) scores are needed")
-        low, high = int(self.data.targets.min()), int(self.data.targets.max())
-        if low < 0 or high >= outputs.shape[1]:
-            raise LandscapeError(f"the data has labels {low}..{high} but the model has {outputs.shape[1]} "
-                                 f"classes (labels 0..{outputs.shape[1] - 1}); check --model and --dataset")
+        self.task.check(outputs, self.data.targets)
+        return outputs[:1].nbytes
 
     def __call__(self, alpha: float, beta: float = 0.0) -> dict[str, float]:
         """Metrics at θ* + α·δ + β·η."""
-        return metrics_from_sums(self.sums(alpha, beta))
+        return self.finish(self.sums(alpha, beta))
+
+    def sums(self, alpha: float, beta: float = 0.0) -> dict[str, float]:
+        """The totals behind the metrics at θ* + α·δ + β·η over the data held here (a shard, in a group).
+
+        Named ``<split>/<total>`` plus ``<split>/samples``: the totals
+        of a group's shards add up to those of the whole split.
+        """
+        self._move_to(alpha, beta)
+        return self._sums(self.precision, self.forward, self.batch_size)
+
+    def finish(self, sums: Mapping[str, float]) -> dict[str, float]:
+        """A point's metrics from its totals (``sums``, or their sum over a group), divided once per split."""
+        values = {}
+        for name in self.data.names:
+            totals = {key.partition("/")[2]: value for key, value in sums.items() if key.startswith(name + "/")}
+            n = int(totals.pop(SAMPLES_TOTAL))
+            totals = {k: int(round(v)) if k in self._integer_totals else float(v) for k, v in totals.items()}
+            values.update({f"{name}_{k}": v for k, v in self.task.finish(totals, n).items()})
+        return values
 
     def _move_to(self, alpha: float, beta: float) -> None:
         """Set the model to θ* + α·δ + β·η, and with ``bn="recompute"`` its BatchNorm statistics too."""
@@ -367,32 +428,26 @@ class PointEvaluator:
                   for k in reference if k.endswith("_loss"))
         return {"fp32": reference, self.precision: reduced, "max_relative_loss_gap": gap}
 
-    def sums(self, alpha: float, beta: float = 0.0) -> dict[str, float]:
-        """The sums behind the metrics at θ* + α·δ + β·η over the data held here (a shard, in a group)."""
-        self._move_to(alpha, beta)
-        return self._sums(self.precision, self.forward, self.batch_size)
-
     def _evaluate(self, precision: str, forward, batch_size: int) -> dict[str, float]:
-        return metrics_from_sums(self._sums(precision, forward, batch_size))
+        return self.finish(self._sums(precision, forward, batch_size))
 
     @torch.inference_mode()
     def _sums(self, precision: str, forward, batch_size: int) -> dict[str, float]:
-        n_splits = len(self.data.names)
-        loss_sums = torch.zeros(n_splits, dtype=torch.float64, device=self.device)
-        correct = torch.zeros(n_splits, dtype=torch.int64, device=self.device)
-        nonfinite = torch.zeros(n_splits, dtype=torch.int64, device=self.device)
+        """Every split's totals: per-sample sums added per split on the device, one sync at the end."""
+        n_splits, task, totals = len(self.data.names), self.task, {}
         with self._autocast(precision):
             for inputs, targets, split_ids in self.data.batches(batch_size):
-                outputs = forward(inputs)
-                loss_sums.index_add_(0, split_ids, per_sample_loss(outputs, targets, self.loss_name).double())
-                finite = torch.isfinite(outputs).all(dim=1)
-                correct.index_add_(0, split_ids, ((outputs.argmax(dim=1) == targets) & finite).long())
-                nonfinite.index_add_(0, split_ids, (~finite).long())
-        loss_sums, correct, nonfinite = loss_sums.tolist(), correct.tolist(), nonfinite.tolist()  # one sync
+                for key, part in task.sums(task.outputs(forward, inputs), inputs, targets).items():
+                    if key not in totals:
+                        totals[key] = torch.zeros(n_splits, dtype=part.dtype, device=self.device)
+                    totals[key].index_add_(0, split_ids, part)
+        # one sync; int64 sums up to 2**53 are exact in float64
+        rows = torch.stack([t.double() for t in totals.values()]).tolist()
+        self._integer_totals = {key for key, t in totals.items() if not t.is_floating_point()}
         sums = {}
         for i, (name, n) in enumerate(zip(self.data.names, self.data.sizes)):
-            sums.update({f"{name}/loss": loss_sums[i], f"{name}/correct": float(correct[i]),
-                         f"{name}/nonfinite": float(nonfinite[i]), f"{name}/count": float(n)})
+            sums.update({f"{name}/{key}": row[i] for key, row in zip(totals, rows)})
+            sums[f"{name}/{SAMPLES_TOTAL}"] = float(n)
         return sums
 
     def _recompute_batchnorm(self) -> None:
@@ -410,19 +465,20 @@ class PointEvaluator:
 
         On a GPU the largest power of two whose forward pass fits (at most
         MAX_AUTO_BATCH). On a CPU large batches are slower: activations fall
-        out of cache. The batch there is the power of two whose inputs take
-        about 1.5 MB (128 CIFAR images, thousands of small vectors).
+        out of cache. The batch there is the power of two whose inputs (or
+        outputs, when larger: a language model's logits) take about 1.5 MB
+        (128 CIFAR images, thousands of small vectors).
         """
         n = len(self.data)
         if self.device.type != "cuda":
-            sample_bytes = self.data.sample_bytes
+            sample_bytes = max(self.data.sample_bytes(), self.sample_output_bytes)
             batch = 1 << round(math.log2(max(1.0, CPU_BATCH_INPUT_BYTES / sample_bytes)))
             return min(max(batch, CPU_BATCH_RANGE[0]), CPU_BATCH_RANGE[1], n)
 
         def forward_fits(batch: int) -> None:
             with torch.inference_mode(), self._autocast(precision):
                 for inputs, _, _ in self.data.batches(batch, stop=batch):
-                    forward(inputs)
+                    self.task.outputs(forward, inputs)
             torch.cuda.synchronize(self.device)
 
         batch = largest_fitting_batch(forward_fits, min(MAX_AUTO_BATCH, 1 << (n - 1).bit_length()),
@@ -449,19 +505,3 @@ def largest_fitting_batch(try_batch, start: int, release=lambda: None) -> int:
                                      "sample: use a larger GPU, or the CPU (CUDA_VISIBLE_DEVICES=)") from None
             batch //= 2
 
-
-def metric_names(splits) -> list[str]:
-    """The names a point's metrics get for these splits, in file order."""
-    return [f"{split}_{m}" for split in splits for m in ("loss", "acc", "nonfinite")]
-
-
-def metrics_from_sums(sums: Mapping[str, float]) -> dict[str, float]:
-    """A point's metrics from its sums (``<split>/loss``, ``/correct``, ``/nonfinite``, ``/count``),
-    divided once: the sums of the shards of a group add up to the sums of the whole split."""
-    values = {}
-    for name in dict.fromkeys(key.partition("/")[0] for key in sums):
-        n = sums[f"{name}/count"]
-        values[f"{name}_loss"] = sums[f"{name}/loss"] / n
-        values[f"{name}_acc"] = 100.0 * sums[f"{name}/correct"] / n
-        values[f"{name}_nonfinite"] = sums[f"{name}/nonfinite"] / n
-    return values

@@ -20,7 +20,8 @@ from typing import Callable
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
 from .distributed import catch_stop_signals
 from .directions import DIR_TYPES, IGNORES, NORMS, DirectionSpec, default_dir_file
-from .evaluate import BN_MODES, LOSS_NAMES, PRECISIONS
+from .evaluate import BN_MODES, PRECISIONS
+from .task import LOSS_NAMES
 from .grid import Grid
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal; rerun the same command to finish
@@ -51,8 +52,10 @@ class SurfaceConfig:
     data_split: int = 1
     splits: str = "train"
     loss_name: str = "crossentropy"
+    task: str = "classification"
     batch_size: int | None = None
     precision: str = "fp32"
+    low_memory: bool = False
     compile: bool = False
     bn: str = "eval"
     bn_batch_size: int = 128
@@ -127,12 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--raw_data", action="store_true", help="no input normalization")
     add_flag(p, "--data_split", type=int, help="evaluate a fixed random 1/N of each split (quick preview)")
     add_flag(p, "--splits", help="splits to evaluate: train, test or train,test")
-    add_flag(p, "--loss_name", choices=LOSS_NAMES, help="per-sample loss")
+    add_flag(p, "--loss_name", choices=LOSS_NAMES, help="per-sample loss of --task classification")
+    add_flag(p, "--task", help="what a batch means: classification, language_model, regression, "
+                               "or package.module:factory returning a mpi_landscape.task.Task")
     add_flag(p, "--batch_size", type=int,
              help="evaluation batch size (default: the largest that fits on a GPU; on a CPU, "
                   "about 1.5 MB of inputs, e.g. 128 CIFAR images)")
     add_flag(p, "--precision", choices=tuple(PRECISIONS),
              help="forward pass precision; bf16/fp16 also store an fp32 check of the centre point")
+    add_flag(p, "--low_memory", action="store_true",
+             help="hold θ* and the directions in the --precision dtype (bf16/fp16) on the device: "
+                  "10 instead of 16 bytes per weight for a 2D surface (see docs/method.md)")
     add_flag(p, "--compile", action="store_true", help="torch.compile the model (compile time reported apart)")
     add_flag(p, "--bn", choices=BN_MODES,
              help="eval: BatchNorm running statistics of the checkpoint (the reference); "

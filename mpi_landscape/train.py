@@ -40,7 +40,8 @@ import models
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
 from .data import CIFAR10_MEAN, CIFAR10_STD, cifar_inputs, load_splits, local_cifar10
 from .errors import LandscapeError, check_choice
-from .evaluate import LOSS_NAMES, SplitData, per_sample_loss
+from .evaluate import SplitData
+from .task import LOSS_NAMES, per_sample_loss
 from .networks import build_network, load_weights
 
 OPTIMIZERS = ("sgd", "adam")

@@ -64,6 +64,7 @@ class TrajectoryConfig:
     dataset: str = "cifar10"
     datapath: str = "cifar10/data"
     raw_data: bool = False
+    task: str = "classification"
 
     def resolved_dir_file(self) -> str:
         """``--dir_file``, or the reference's ``<folder>/PCA_<dir_type>[_ignore=..]_save_epoch=<s>/directions.h5``."""
@@ -328,6 +329,8 @@ def build_parser():
              "package.module:factory (the PCA itself reads checkpoints only)")
     add_flag(p, "--datapath", help="folder holding cifar-10-batches-py, for the printed surface command")
     add_flag(p, "--raw_data", action="store_true", help="no input normalization, for the printed surface command")
+    add_flag(p, "--task", help="what a batch means, for the printed surface command: classification, "
+                               "language_model, regression or package.module:factory")
     return p
 
 
@@ -337,8 +340,9 @@ def next_commands(config: TrajectoryConfig, result: TrajectoryResult) -> tuple[s
     surf_file = os.path.join(os.path.dirname(result.dir_file), "surface.h5")
     surface = ["mpirun", "-n", "4", "python", "-m", "mpi_landscape.surface", "--model", config.model,
                "--model_file", result.model_file, "--dataset", config.dataset, "--datapath", config.datapath,
-               *(["--raw_data"] if config.raw_data else []), "--dir_type", config.dir_type,
-               "--dir_file", result.dir_file, f"--x={covering_axis(result.xcoord)}",
+               *(["--raw_data"] if config.raw_data else []),
+               *(["--task", config.task] if config.task != "classification" else []),
+               "--dir_type", config.dir_type, "--dir_file", result.dir_file, f"--x={covering_axis(result.xcoord)}",
                f"--y={covering_axis(result.ycoord)}", "--surf_file", surf_file]
     plot = ["python", "-m", "mpi_landscape.plot", surf_file, "--proj_file", result.proj_file]
     return shlex.join(surface), shlex.join(plot)

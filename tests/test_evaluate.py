@@ -14,7 +14,8 @@ from mpi_landscape import compute_surface
 from mpi_landscape.data import demo_split
 from mpi_landscape.directions import DirectionSpec, create_directions, model_tensors
 from mpi_landscape.errors import LandscapeError
-from mpi_landscape.evaluate import PointEvaluator, SplitData, largest_fitting_batch
+from mpi_landscape.evaluate import (PointEvaluator, SplitData, check_weights_fit, largest_fitting_batch,
+                                    weights_memory_bytes)
 
 
 def reference_style_loss(net, dir_type, x, y, alpha, beta, data, loss_name="crossentropy"):
@@ -245,3 +246,25 @@ def test_diverged_network_never_counts_as_correct_and_reports_its_nonfinite_shar
     assert diverged["train_nonfinite"] == 1.0
     centre = evaluator(0.0)
     assert centre["train_nonfinite"] == 0.0 and centre["train_acc"] > 85
+
+
+def test_low_memory_holds_theta_and_directions_in_the_reduced_precision(trained):
+    x, y = create_directions(trained, DirectionSpec())
+    splits = {"train": demo_split("train")}
+    fp32 = PointEvaluator(copy.deepcopy(trained), "weights", x, y, splits, precision="bf16")
+    low = PointEvaluator(copy.deepcopy(trained), "weights", x, y, splits, precision="bf16", low_memory=True)
+    assert low.flat.theta.dtype == low.dx.dtype == low.dy.dtype == torch.bfloat16
+    assert low.flat.buffer.dtype == torch.float32  # the model still reads float32 weights
+    assert low(0.4, -0.3)["train_loss"] == pytest.approx(fp32(0.4, -0.3)["train_loss"], rel=0.02)
+    with pytest.raises(LandscapeError, match="--low_memory .* --precision bf16 or fp16"):
+        PointEvaluator(copy.deepcopy(trained), "weights", x, y, splits, low_memory=True)
+
+
+def test_weights_that_cannot_fit_are_refused_with_the_figure():
+    assert weights_memory_bytes(1000, 2) == 16000
+    assert weights_memory_bytes(1000, 2, torch.bfloat16) == 10000
+    assert weights_memory_bytes(1000, 1, torch.float16) == 8000
+    with pytest.raises(LandscapeError, match=r"1,000,000,000 weights need 14.9 GiB .* more than the 8 GiB "
+                                             r"free \(--low_memory with --precision bf16 needs 9.31 GiB\)"):
+        check_weights_fit(10**9, 2, torch.float32, 8 * 2**30)
+    check_weights_fit(10**9, 2, torch.bfloat16, 10 * 2**30)

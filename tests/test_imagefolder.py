@@ -137,5 +137,5 @@ def test_surface_of_an_image_folder_equals_torchvisions_pipeline(images, tmp_pat
     with h5py.File(out, "r") as f:
         assert f["test_loss"][1] == pytest.approx(expected, rel=1e-6)  # x = 0 is θ*
         run = json.loads(f.attrs["last_run"])
-    assert run["data"] == {**run["data"], "resident": False, "dtype": "torch.uint8"}
+    assert run["data"] == {**run["data"], "resident": False, "dtype": "uint8"}
     assert run["data"]["chunks"] == 5  # 18 samples in chunks of one batch of 4

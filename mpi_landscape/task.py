@@ -1,0 +1,299 @@
+"""What a batch means: the loss and the metrics a surface shows, for any network.
+
+A ``Task`` turns the model's outputs on one batch into per-sample sums: the
+sample's summed loss, optionally how many units (tokens, elements) it holds,
+and one numerator per named metric. The evaluator adds those sums up per
+split over the whole split and calls ``finish`` once per split, so every
+metric is an exact mean over the split whatever the batch size or the number
+of ranks. Built in:
+
+- ``classification`` (the default, the paper's problem): outputs (B, C),
+  integer labels (B); mean cross-entropy (or MSE of softmax against one-hot),
+  top-1 accuracy in percent, and ``nonfinite``, the share of samples whose
+  outputs are not all finite (such a sample never counts as correct);
+- ``language_model``: logits (B, T, V) (a tensor or an object with
+  ``.logits``), next-token cross-entropy over every non-ignored token of the
+  split (labels shifted by one; ``-100`` labels and ``attention_mask == 0``
+  positions ignored), token accuracy in percent, ``perplexity`` and the share
+  of non-ignored tokens with non-finite logits;
+- ``regression``: mean squared error on real-valued targets of any shape,
+  ``mae`` and ``nonfinite``.
+
+A user's task is ``package.module:factory`` returning a ``Task``; its metric
+names go into the surface file, the plots and the VTK export unchanged.
+``split_mean_loss`` gives the same loss as a differentiable scalar (for
+curvature).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import sys
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from .errors import LandscapeError, check_choice
+
+LOSS_NAMES = ("crossentropy", "mse")
+IGNORE_INDEX = -100  # the label of a token that is not scored (PyTorch's and Hugging Face's convention)
+
+Inputs = Any  # a tensor, a dict of tensors (input_ids, attention_mask, ...) or a tuple of tensors
+
+
+def map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], inputs: Inputs) -> Inputs:
+    """``fn`` applied to every tensor of a batch's inputs, keeping their structure."""
+    if isinstance(inputs, torch.Tensor):
+        return fn(inputs)
+    if isinstance(inputs, Mapping):
+        return {k: fn(v) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(fn(v) for v in inputs)
+    raise LandscapeError(f"batch inputs must be a tensor, a dict or a tuple of tensors, got {type(inputs).__name__}")
+
+
+def tensors_of(inputs: Inputs) -> list[torch.Tensor]:
+    """The tensors of a batch's inputs, in order."""
+    if isinstance(inputs, torch.Tensor):
+        return [inputs]
+    return list(inputs.values()) if isinstance(inputs, Mapping) else list(inputs)
+
+
+def call_model(forward: Callable, inputs: Inputs) -> torch.Tensor:
+    """The model's output tensor for one batch: ``forward(x)``, ``forward(**dict)`` or ``forward(*tuple)``.
+
+    Token ids and masks stored in a compact integer dtype reach the model as
+    int64. A model that returns an object with ``.logits`` (Hugging Face) or
+    a tuple gives its logits or its first element.
+    """
+    if isinstance(inputs, torch.Tensor):
+        out = forward(_widened(inputs))
+    elif isinstance(inputs, Mapping):
+        out = forward(**{k: _widened(v) for k, v in inputs.items()})
+    else:
+        out = forward(*map(_widened, inputs))
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if logits is not None:
+        return logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise LandscapeError(f"the model returns a {type(out).__name__}; a tensor, an object with .logits "
+                         f"or a tuple starting with a tensor is needed")
+
+
+def _widened(t: torch.Tensor) -> torch.Tensor:
+    """Compact integer tensors (int8/16/32 token ids, masks) as int64; anything else as it is."""
+    if t.is_floating_point() or t.dtype in (torch.int64, torch.uint8, torch.bool):
+        return t
+    return t.long()
+
+
+class Task:
+    """What a batch means. Subclass it and set ``name`` and ``metrics``, define ``sums``.
+
+    ``sums`` returns per-sample tensors of shape (B,): ``"loss"`` (float64, the
+    sample's summed loss), optionally ``"count"`` (int64, the units the
+    sample holds; 1 per sample without it) and one per name in ``metrics``
+    (float64 or int64 numerators). ``finish`` divides a split's totals by its
+    count; override it for a metric that is not a plain mean.
+    """
+
+    name = "task"
+    metrics: tuple[str, ...] = ()
+
+    def outputs(self, forward: Callable, inputs: Inputs) -> torch.Tensor:
+        """The model's outputs for a batch."""
+        return call_model(forward, inputs)
+
+    def sums(self, outputs: torch.Tensor, inputs: Inputs, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def finish(self, totals: Mapping[str, float], samples: int) -> dict[str, float]:
+        """A split's metrics from its totals (``samples`` is the split's number of samples)."""
+        count = totals.get("count", samples)
+        return {"loss": totals["loss"] / count, **{m: totals[m] / count for m in self.metrics}}
+
+    def check(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Refuse, with a LandscapeError, outputs of a first batch that cannot mean this task.
+
+        ``targets`` are all the targets the run evaluates (to check label ranges once).
+        """
+
+    def store_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        """Targets as the evaluator keeps them for the whole run."""
+        return targets
+
+
+class Classification(Task):
+    """Mean per-sample loss, top-1 accuracy (%) and the share of non-finite samples."""
+
+    name = "classification"
+    metrics = ("acc", "nonfinite")
+
+    def __init__(self, loss_name: str = "crossentropy"):
+        check_choice("--loss_name", loss_name, LOSS_NAMES)
+        self.loss_name = loss_name
+
+    def sums(self, outputs, inputs, targets):
+        finite = torch.isfinite(outputs).all(dim=1)
+        return {"loss": per_sample_loss(outputs, targets, self.loss_name).double(),
+                "acc": ((outputs.argmax(dim=1) == targets) & finite).long(),
+                "nonfinite": (~finite).long()}
+
+    def finish(self, totals, samples):
+        return {"loss": totals["loss"] / samples, "acc": 100.0 * totals["acc"] / samples,
+                "nonfinite": totals["nonfinite"] / samples}
+
+    def check(self, outputs, targets):
+        if outputs.ndim != 2:
+            raise LandscapeError(f"the model returns outputs of shape {tuple(outputs.shape)} for a batch; "
+                                 f"(batch, classes) scores are needed (or choose another --task)")
+        low, high = int(targets.min()), int(targets.max())
+        if low < 0 or high >= outputs.shape[1]:
+            raise LandscapeError(f"the data has labels {low}..{high} but the model has {outputs.shape[1]} "
+                                 f"classes (labels 0..{outputs.shape[1] - 1}); check --model and --dataset")
+
+    def store_targets(self, targets):
+        return targets.long()
+
+
+class LanguageModel(Task):
+    """Next-token cross-entropy over all scored tokens, token accuracy (%), perplexity, non-finite share."""
+
+    name = "language_model"
+    metrics = ("acc", "perplexity", "nonfinite")
+
+    def sums(self, outputs, inputs, targets):
+        labels = targets[:, 1:].long()
+        if isinstance(inputs, Mapping) and "attention_mask" in inputs:
+            labels = labels.masked_fill(inputs["attention_mask"][:, 1:] == 0, IGNORE_INDEX)
+        logits = outputs[:, :-1].float()
+        scored = labels != IGNORE_INDEX
+        losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+        finite = torch.isfinite(logits).all(dim=2)
+        return {"loss": losses.double().sum(dim=1),
+                "count": scored.long().sum(dim=1),
+                "acc": ((logits.argmax(dim=2) == labels) & finite & scored).long().sum(dim=1),
+                "nonfinite": (~finite & scored).long().sum(dim=1)}
+
+    def finish(self, totals, samples):
+        tokens = totals["count"]
+        if tokens == 0:
+            raise LandscapeError("the split has no scored tokens (every label is ignored or masked)")
+        loss = totals["loss"] / tokens
+        return {"loss": loss, "acc": 100.0 * totals["acc"] / tokens,
+                "perplexity": math.exp(loss) if loss < 700 else math.inf,
+                "nonfinite": totals["nonfinite"] / tokens}
+
+    def check(self, outputs, targets):
+        if outputs.ndim != 3:
+            raise LandscapeError(f"the model returns outputs of shape {tuple(outputs.shape)} for a batch; "
+                                 f"a language model gives (batch, tokens, vocabulary) logits")
+        if targets.ndim != 2 or targets.shape[1] < 2:
+            raise LandscapeError(f"language_model needs token sequences of at least 2 tokens per sample, "
+                                 f"got targets of shape {tuple(targets.shape)}")
+        scored = targets[targets != IGNORE_INDEX]
+        if len(scored) and (int(scored.min()) < 0 or int(scored.max()) >= outputs.shape[2]):
+            raise LandscapeError(f"the data has tokens {int(scored.min())}..{int(scored.max())} but the "
+                                 f"model's vocabulary has {outputs.shape[2]} entries")
+
+
+class Regression(Task):
+    """Mean squared error on real-valued targets of any shape, mean absolute error, non-finite share."""
+
+    name = "regression"
+    metrics = ("mae", "nonfinite")
+
+    def sums(self, outputs, inputs, targets):
+        error = (outputs.float() - targets).flatten(1)
+        finite = torch.isfinite(error).all(dim=1)
+        return {"loss": error.double().square().mean(dim=1), "mae": error.double().abs().mean(dim=1),
+                "nonfinite": (~finite).long()}
+
+    def check(self, outputs, targets):
+        if tuple(outputs.shape[1:]) != tuple(targets.shape[1:]):
+            raise LandscapeError(f"the model returns outputs of shape {tuple(outputs.shape[1:])} per sample "
+                                 f"but the targets have shape {tuple(targets.shape[1:])}")
+
+    def store_targets(self, targets):
+        return targets.float()
+
+
+BUILT_IN = {"classification": Classification, "language_model": LanguageModel, "regression": Regression}
+
+
+def make_task(spec: str | Task = "classification", loss_name: str = "crossentropy") -> Task:
+    """The task named ``spec`` (a built-in name or ``package.module:factory``), or ``spec`` itself."""
+    if isinstance(spec, Task):
+        return spec
+    if spec == "classification":
+        return Classification(loss_name)
+    if loss_name != "crossentropy":
+        raise LandscapeError(f"--loss_name {loss_name} applies to --task classification only")
+    if spec in BUILT_IN:
+        return BUILT_IN[spec]()
+    if ":" not in spec:
+        raise LandscapeError(f"--task {spec!r}: use {', '.join(BUILT_IN)}, or package.module:factory "
+                             f"for your own")
+    factory = import_factory(spec, "--task")
+    try:
+        task = factory()
+    except Exception as exc:
+        raise LandscapeError(f"--task {spec}: the factory failed ({type(exc).__name__}: {exc})") from None
+    if not isinstance(task, Task):
+        raise LandscapeError(f"--task {spec}: the factory must return a mpi_landscape.task.Task, "
+                             f"got {type(task).__name__}")
+    return task
+
+
+def import_factory(spec: str, flag: str) -> Callable:
+    """The callable named by ``package.module:name`` (the working directory is importable)."""
+    module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise LandscapeError(f"{flag} {spec}: cannot import it ({exc})") from None
+    if not callable(factory):
+        raise LandscapeError(f"{flag} {spec}: {attr} is not callable")
+    return factory
+
+
+def metric_names(splits: Iterable[str], task: Task | None = None) -> list[str]:
+    """The names a point's metrics get for these splits under ``task``, in file order."""
+    task = task or Classification()
+    return [f"{split}_{m}" for split in splits for m in ("loss", *task.metrics)]
+
+
+def per_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str) -> torch.Tensor:
+    """Each sample's classification loss: cross-entropy, or mean squared error of softmax against one-hot."""
+    outputs = outputs.float()
+    if loss_name == "crossentropy":
+        return F.cross_entropy(outputs, targets, reduction="none")
+    if loss_name == "mse":
+        probs = F.softmax(outputs, dim=1)
+        return ((probs - F.one_hot(targets, probs.shape[1]).to(probs.dtype)) ** 2).mean(dim=1)
+    raise LandscapeError(f"--loss_name {loss_name!r}: choose one of {', '.join(LOSS_NAMES)}")
+
+
+def split_mean_loss(task: Task, forward: Callable, batches: Iterable[tuple[Inputs, torch.Tensor]]) -> torch.Tensor:
+    """The mean loss of a whole split as one differentiable scalar: the task's loss sum over its count.
+
+    ``batches`` yields ``(inputs, targets)``; this is the loss a surface shows,
+    built for autograd (Hessian-vector products), never averaged per batch.
+    """
+    total, count = None, 0
+    for inputs, targets in batches:
+        parts = task.sums(task.outputs(forward, inputs), inputs, targets)
+        loss = parts["loss"].sum()
+        total = loss if total is None else total + loss
+        count = count + (parts["count"].sum() if "count" in parts else len(parts["loss"]))
+    if total is None:
+        raise LandscapeError("the split is empty")
+    return total / count
