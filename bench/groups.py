@@ -19,8 +19,8 @@ Reported per K:
   stop flag), the median of ``--repeats`` points on the leader;
 - ``seconds_per_point``: a group's time per point, wall time × groups /
   points over the grid (every group busy, rank 0 leading group 0 and
-  coordinating), against the ideal T₁/K (or (1 + u)·T₁/K), and the overhead
-  = measured − ideal.
+  coordinating), against the ideal T₁/K (or (1 + u)·T₁/K; for K = 1 with
+  uneven ranks, the groups' harmonic mean), and the overhead = measured − ideal.
 
     python bench/groups.py                       # N = 8 ranks, K = 1, 2, 4, 8
     python bench/groups.py --ranks 16 --point_seconds 0.4 --uneven 0.5
@@ -91,8 +91,10 @@ def measure(ctx, k: int, args: argparse.Namespace) -> dict:
     reductions = ctx.comm.gather(float(np.median(reduction)) if reduction else None, root=0)
     if not ctx.is_root:
         return {}
-    slowest = 1.0 + (args.uneven if k > 1 else 0.0)  # rank 0 (a fast rank) alone in a group when k = 1
-    ideal = args.point_seconds * slowest / k
+    layout = group.layout
+    slowest = [max(member_cost(r, layout.shard_of(r), k, args.point_seconds, args.uneven)
+                   for r in range(ctx.size) if layout.group_of(r) == g) for g in range(groups)]
+    ideal = groups / sum(1.0 / c for c in slowest)  # each group at its slowest member's pace
     measured = wall * groups / stats.points
     return {
         "ranks_per_point": k, "groups": groups, "points": stats.points,
