@@ -27,7 +27,7 @@ from .directions import (create_directions, describe_directions, fingerprint, lo
                          save_directions)
 from .distributed import Context, GroupLayout, RunStats
 from .errors import LandscapeError, require_folder
-from .evaluate import PointEvaluator, SplitData
+from .evaluate import PointEvaluator, SplitData, check_low_memory
 from .task import make_task, metric_names
 from .grid import Grid
 from .networks import checkpoint_sha256, load_network
@@ -116,6 +116,7 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
 
 def _check_request(config, grid: Grid, ctx: Context) -> None:
     """Refuse, before anything is loaded or written, a grid that cannot be computed here."""
+    check_low_memory(config.low_memory, config.precision)
     GroupLayout(ctx.size, config.ranks_per_point, config.coordinator_only)  # raises if K does not fit
     if config.ranks_per_point > 1 and config.bn == "recompute":
         raise LandscapeError("--bn recompute needs the whole train split on every rank: it cannot be "

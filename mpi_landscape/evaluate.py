@@ -278,6 +278,13 @@ class FlatWeights:
         self.buffer.add_(self.theta)
 
 
+def check_low_memory(low_memory: bool, precision: str) -> None:
+    """``low_memory`` stores weights in the reduced ``precision``: refuse it without one."""
+    if low_memory and precision == "fp32":
+        raise LandscapeError("--low_memory holds θ* and the directions in the reduced precision: "
+                             "give --precision bf16 or fp16 with it")
+
+
 def weights_memory_bytes(n_values: int, n_directions: int, storage: torch.dtype = torch.float32) -> int:
     """Device bytes of a point's weights: the float32 buffer, θ* and the directions in ``storage``."""
     return n_values * (4 + storage.itemsize * (1 + n_directions))
@@ -323,9 +330,7 @@ class PointEvaluator:
                  task: Task | str = "classification", low_memory: bool = False, stream: bool = False):
         self.task = make_task(task, loss_name)
         check_choice("--precision", precision, PRECISIONS)
-        if low_memory and precision == "fp32":
-            raise LandscapeError("--low_memory holds θ* and the directions in the reduced precision: "
-                                 "give --precision bf16 or fp16 with it")
+        check_low_memory(low_memory, precision)
         check_choice("--bn", bn, BN_MODES)
         if batch_size is not None and batch_size < 1:
             raise LandscapeError(f"--batch_size must be positive, got {batch_size}")

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from .errors import LandscapeError, check_choice
 
 LOSS_NAMES = ("crossentropy", "mse")
+MAX_EXP_ARGUMENT = 709.0  # math.exp overflows a float beyond it
 IGNORE_INDEX = -100  # the label of a token that is not scored (PyTorch's and Hugging Face's convention)
 
 Inputs = Any  # a tensor, a dict of tensors (input_ids, attention_mask, ...) or a tuple of tensors
@@ -187,7 +188,7 @@ class LanguageModel(Task):
             raise LandscapeError("the split has no scored tokens (every label is ignored or masked)")
         loss = totals["loss"] / tokens
         return {"loss": loss, "acc": 100.0 * totals["acc"] / tokens,
-                "perplexity": math.exp(loss) if loss < 700 else math.inf,
+                "perplexity": math.inf if loss > MAX_EXP_ARGUMENT else math.exp(loss),  # NaN stays NaN
                 "nonfinite": totals["nonfinite"] / tokens}
 
     def check(self, outputs, targets):

@@ -142,3 +142,43 @@ def test_resnet56_reference_checkpoint_on_cifar_under_mpirun(cifar_root, tmp_pat
     surface = read_surface(str(tmp_path / name))
     assert surface.done.all() and surface.metrics["train_loss"].shape == (11, 11)
     assert surface.attrs["identity"]["dataset_size"] == {"train": 50}
+
+
+TOKEN_FACTORIES = textwrap.dedent("""
+    import torch
+
+    IDS = torch.arange(60).view(6, 10) % 40
+
+    class DictItems(torch.utils.data.Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return {"input_ids": IDS[i], "attention_mask": torch.ones(10, dtype=torch.int64)}
+
+    def dict_items():
+        return DictItems()
+
+    def columns():
+        return {"train": {"input_ids": IDS, "labels": IDS.masked_fill(IDS < 5, -100)}}
+
+    def two_inputs():
+        return [(torch.randn(4), torch.randn(2), i % 3) for i in range(6)]
+""")
+
+
+def test_token_and_multi_input_datasets_are_kept_compact_and_structured(tmp_path, monkeypatch):
+    (tmp_path / "tokens.py").write_text(TOKEN_FACTORIES)
+    monkeypatch.chdir(tmp_path)
+    items = load_splits("tokens:dict_items", ["train"])["train"]
+    assert set(items.inputs) == {"input_ids", "attention_mask"}
+    assert items.inputs["input_ids"].dtype == torch.int8 and items.inputs["attention_mask"].dtype == torch.int8
+    assert torch.equal(items.targets.long(), items.inputs["input_ids"].long())  # next tokens: the ids themselves
+    columns = load_splits("tokens:columns", ["train"])["train"]
+    assert list(columns.inputs) == ["input_ids"]  # labels are the targets, not a model input
+    assert columns.targets.dtype == torch.int8 and int(columns.targets.min()) == -100
+    half = load_splits("tokens:columns", ["train"], data_split=2, seed=0)["train"]
+    assert len(half) == 3 and half.inputs["input_ids"].shape == half.targets.shape == (3, 10)
+    pairs = load_splits("tokens:two_inputs", ["train"])["train"]
+    assert isinstance(pairs.inputs, tuple) and [t.shape for t in pairs.inputs] == [(6, 4), (6, 2)]
+    assert pairs.inputs[0].dtype == torch.float32 and pairs.targets.tolist() == [0, 1, 2, 0, 1, 2]

@@ -268,3 +268,19 @@ def test_weights_that_cannot_fit_are_refused_with_the_figure():
                                              r"free \(--low_memory with --precision bf16 needs 9.31 GiB\)"):
         check_weights_fit(10**9, 2, torch.float32, 8 * 2**30)
     check_weights_fit(10**9, 2, torch.bfloat16, 10 * 2**30)
+
+
+def test_low_memory_on_the_command_line(tmp_path, demo_checkpoint, capsys):
+    from mpi_landscape import surface
+    from mpi_landscape.store import read_surface
+
+    args = ["--model", "demo_mlp", "--dataset", "demo", "--model_file", demo_checkpoint, "--x=-1:1:3",
+            "--dir_file", str(tmp_path / "d.h5"), "--low_memory"]
+    with pytest.raises(SystemExit) as exit_info:
+        surface.main([*args, "--surf_file", str(tmp_path / "fp32.h5")])
+    assert exit_info.value.code == 2
+    assert "error: --low_memory holds θ* and the directions" in capsys.readouterr().err
+    assert not (tmp_path / "fp32.h5").exists() and not (tmp_path / "d.h5").exists()  # refused before any file
+    assert surface.main([*args, "--precision", "bf16", "--surf_file", str(tmp_path / "bf16.h5")]) == 0
+    written = read_surface(str(tmp_path / "bf16.h5"))
+    assert written.done.all() and written.attrs["config"]["low_memory"] is True

@@ -86,7 +86,8 @@ def test_language_model_counts_non_finite_tokens_and_never_as_correct():
     totals = {k: v.sum().item() for k, v in sums.items()}
     finished = task.finish(totals, 2)
     assert finished["nonfinite"] == pytest.approx(1 / 5)
-    assert math.isnan(finished["loss"])
+    assert math.isnan(finished["loss"]) and math.isnan(finished["perplexity"])
+    assert task.finish({"loss": 800.0, "count": 1, "acc": 0, "nonfinite": 0}, 1)["perplexity"] == math.inf
 
 
 def test_regression_is_the_known_quadratic():
@@ -280,3 +281,39 @@ def test_cpu_batch_of_a_language_model_is_sized_by_its_logits():
     ev = evaluator(TinyLM(vocab=500).eval(), {"train": data}, "language_model")
     assert ev.sample_output_bytes == 8 * 500 * 4
     assert ev.batch_size == 128  # the power of two nearest 1.5 MB / 16 kB, not the 4,096 its inputs suggest
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 3), nn.Linear(2, 3)
+
+    def forward(self, a, b):
+        return self.a(a) + self.b(b)
+
+
+def test_a_model_of_several_inputs_gets_them_as_a_tuple():
+    torch.manual_seed(0)
+    net = TwoInputs().eval()
+    a, b, labels = torch.randn(50, 4), torch.randn(50, 2), torch.randint(0, 3, (50,))
+    values = evaluator(net, {"train": SplitData((a, b), labels)}, "classification", batch_size=16)(0, 0)
+    outputs = net(a, b)
+    assert values["train_loss"] == pytest.approx(F.cross_entropy(outputs, labels).item(), rel=1e-6)
+    assert values["train_acc"] == pytest.approx(100 * (outputs.argmax(1) == labels).float().mean().item())
+    with pytest.raises(LandscapeError, match=r"forward pass fails on inputs of shape \[\(4,\), \(5,\)\]"):
+        evaluator(net, {"train": SplitData((a, torch.randn(50, 5)), labels)}, "classification")
+
+
+def test_figures_name_the_loss_of_the_task():
+    from mpi_landscape.store import Surface
+    from mpi_landscape.views.plot_data import metric_label
+
+    def label(config):
+        surface = Surface(np.zeros(3), None, {"train_loss": np.zeros(3)}, np.ones(3, bool), None,
+                          {"config": config})
+        return metric_label("train_loss", surface)
+
+    assert label({"task": "language_model"}) == "loss (train, mean next-token cross-entropy)"
+    assert label({"task": "regression"}) == "loss (train, mean squared error)"
+    assert label({"task": "classification", "loss_name": "crossentropy"}) == "loss (train, mean cross-entropy)"
+    assert label({"task": "mytask:build"}) == "loss (train, loss of --task mytask:build)"

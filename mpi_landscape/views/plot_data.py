@@ -19,6 +19,7 @@ from ..grid import refinement_levels
 from ..store import Surface, read_directions
 
 LOSS_TEXT = {"crossentropy": "mean cross-entropy", "mse": "mean squared error"}
+TASK_LOSS_TEXT = {"language_model": "mean next-token cross-entropy", "regression": "mean squared error"}
 OTHER_METRICS = {
     "max_eig": "largest Hessian eigenvalue",
     "min_eig": "smallest Hessian eigenvalue",
@@ -182,7 +183,11 @@ def is_loss(metric: str) -> bool:
 
 def loss_description(surface: Surface | None) -> str:
     """The per-sample loss averaged over the split, e.g. ``mean cross-entropy`` (the reference's default)."""
-    loss_name = _config(surface).get("loss_name") or "crossentropy"
+    config = _config(surface)
+    task = config.get("task") or "classification"
+    if task != "classification":
+        return TASK_LOSS_TEXT.get(task, f"loss of --task {task}")
+    loss_name = config.get("loss_name") or "crossentropy"
     return LOSS_TEXT.get(loss_name, loss_name)
 
 
