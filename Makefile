@@ -1,11 +1,17 @@
-# Two commands do all the set-up on a fresh machine:
-#   make demo   install into .venv, train a small network and compute its surface under mpirun -n 2
-#   make test   install into .venv and run the whole test suite
+# Set-up and everyday commands (each installs into .venv first when needed):
+#   make demo       train a small network on built-in data, its surface under mpirun -n 2, and its pictures
+#   make test       the whole test suite (what CI runs)
+#   make test-fast  the tests that start no MPI job, Slurm or training run: under a minute
+#   make images     the README's pictures: the demo's, copied into docs/images
+#   make docs       regenerate docs/cli.md from the commands' parsers
+# A CPU-only machine, or one with its own torch: see "Install" in README.md.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+DEMO_OUTPUT := demo_output
+IMAGES := demo_surface_train_loss_2dcontour.png demo_surface_train_loss_3dsurface.png demo_surface_vtk.png
 
-.PHONY: install demo test docs clean
+.PHONY: install demo test test-fast images docs clean
 
 install: $(VENV)/.installed
 
@@ -16,13 +22,19 @@ $(VENV)/.installed: setup.py requirements.txt
 	touch $@
 
 demo: install
-	$(PY) -m mpi_landscape.demo
+	$(PY) -m mpi_landscape.demo --workdir $(DEMO_OUTPUT)
 
 test: install
 	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" tests
+
+images: demo
+	cp $(addprefix $(DEMO_OUTPUT)/,$(IMAGES)) docs/images/
 
 docs: install
 	$(PY) -m mpi_landscape.cli_reference docs/cli.md
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) $(DEMO_OUTPUT) .pytest_cache

@@ -1,4 +1,8 @@
-"""Install mpi_landscape and the models package: `pip install -e .[test]`."""
+"""Install mpi_landscape and the models package: `pip install -e .[test]`.
+
+The repository's `models/` folder is installed as `mpi_landscape_models`, so that
+a user's own `models` package never shadows it (nor it theirs).
+"""
 
 import re
 
@@ -12,7 +16,8 @@ setup(
     description="Loss landscapes of neural networks (Li et al., ICLR 2018) computed over MPI ranks",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["mpi_landscape", "mpi_landscape.*", "models", "models.*"]),
+    packages=[*find_packages(include=["mpi_landscape", "mpi_landscape.*"]), "mpi_landscape_models"],
+    package_dir={"mpi_landscape_models": "models"},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",

@@ -9,9 +9,9 @@
 #
 # Everything (munge key, slurm.conf, logs, spool, state) lives under
 #   MPI_LANDSCAPE_SLURM_DIR   (default /tmp/mpi_landscape_slurm)
-# /etc/slurm/slurm.conf is pointed at the generated file (a symlink) when that
-# path is free, so plain sbatch/srun/sinfo work without SLURM_CONF; set
-# MPI_LANDSCAPE_SLURM_LINK_ETC=0 to leave /etc alone (then export SLURM_CONF).
+# The system's /etc/slurm is left alone: export SLURM_CONF (`.ci/slurm.sh env`
+# prints the line). MPI_LANDSCAPE_SLURM_LINK_ETC=1 points a free
+# /etc/slurm/slurm.conf at the generated file instead (a symlink that stop removes).
 #
 # Other knobs (environment):
 #   MPI_LANDSCAPE_SLURM_CPUS        CPUs declared for the node   (default: nproc)
@@ -34,7 +34,7 @@
 set -euo pipefail
 
 STATE_DIR="${MPI_LANDSCAPE_SLURM_DIR:-/tmp/mpi_landscape_slurm}"
-LINK_ETC="${MPI_LANDSCAPE_SLURM_LINK_ETC:-1}"
+LINK_ETC="${MPI_LANDSCAPE_SLURM_LINK_ETC:-0}"
 CTLD_PORT="${MPI_LANDSCAPE_SLURM_CTLD_PORT:-6817}"
 SLURMD_PORT="${MPI_LANDSCAPE_SLURM_SLURMD_PORT:-6818}"
 WAIT_S="${MPI_LANDSCAPE_SLURM_TIMEOUT:-60}"

@@ -58,7 +58,7 @@ import torch
 
 sys.path.insert(0, "bench")
 
-import models
+import mpi_landscape_models as models
 import synthetic_cifar
 from point_speed import BN_CALIBRATION_IMAGES, calibrate_batchnorm
 

@@ -50,7 +50,7 @@ from torch.optim.swa_utils import update_bn
 from torch.utils.data import Dataset, TensorDataset
 
 from machine import environment, machine_name, write_result
-from models import build_model
+from mpi_landscape_models import build_model
 from mpi_landscape.data import CIFAR10_MEAN, CIFAR10_STD, cifar_inputs, demo_split
 from mpi_landscape.directions import DirectionSpec, create_directions
 from mpi_landscape.evaluate import PointEvaluator, SplitData

@@ -89,6 +89,52 @@ class ReferenceStyleEvaluator:
         return {"train_loss": total_loss / total, "train_acc": 100.0 * correct / total}
 
 
+class ReferenceStyleHessian(ReferenceStyleEvaluator):
+    """λmax and λmin of the Hessian at a grid point, found the way the reference's Hessian script does.
+
+    On top of the loss point's habits: every Hessian-vector product iterates
+    the DataLoader anew and sums the per-batch products of the batch-mean loss
+    (so its eigenvalues are those of the mean loss times the number of
+    batches), the vector crosses host and device at every product, and
+    ``scipy.sparse.linalg.eigsh`` finds λmax, then λmin by a shifted run
+    (the largest-magnitude eigenvalue of H − λmax·I).
+    """
+
+    def __init__(self, *args, tol: float = 1e-3, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tol = tol
+        self.products = 0
+
+    def _product(self, v: np.ndarray) -> np.ndarray:
+        params = list(self.net.parameters())
+        pieces, offset = [], 0
+        for p in params:
+            pieces.append(torch.from_numpy(v[offset:offset + p.numel()]).view(p.shape).to(p.device, p.dtype))
+            offset += p.numel()
+        total = [torch.zeros_like(p) for p in params]
+        for inputs, targets in self.loader:
+            inputs, targets = inputs.to(self.device), targets.to(self.device)
+            loss = self.criterion(self.net(inputs), targets)
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+            hv = torch.autograd.grad(sum((g * u).sum() for g, u in zip(grads, pieces)), params)
+            total = [t + h for t, h in zip(total, hv)]
+        self.products += 1
+        return torch.cat([t.reshape(-1) for t in total]).cpu().double().numpy()
+
+    def eigenvalues(self, alpha: float, beta: float = 0.0) -> dict[str, float]:
+        """``{"max_eig", "min_eig"}`` at (alpha, beta), summed over batches as the reference has them."""
+        from scipy.sparse.linalg import LinearOperator, eigsh
+
+        self.set_weights(alpha, beta)
+        self.net.eval()
+        dim = sum(p.numel() for p in self.net.parameters())
+        hessian = LinearOperator((dim, dim), matvec=self._product, dtype=np.float64)
+        max_eig = float(eigsh(hessian, k=1, which="LA", tol=self.tol, return_eigenvectors=False)[0])
+        shifted = LinearOperator((dim, dim), matvec=lambda v: self._product(v) - max_eig * v, dtype=np.float64)
+        min_eig = max_eig + float(eigsh(shifted, k=1, which="LM", tol=self.tol, return_eigenvectors=False)[0])
+        return {"max_eig": max_eig, "min_eig": min_eig}
+
+
 class NaiveLanguageModelLoop(ReferenceStyleEvaluator):
     """A language model's loss as a user would first write it: weights set on the host, then a
     DataLoader over dict batches and ``model(**batch, labels=...).loss`` with a host sync per batch.

@@ -19,7 +19,7 @@
 #             venv), else the one on PATH; MPIRUN_ARGS adds options to it
 #
 # Demo (no GPU, no dataset):
-#   python -c "import models; models.save_checkpoint('demo_mlp.t7', models.build_model('demo_mlp'))"
+#   python -c "import mpi_landscape_models as models; models.save_checkpoint('demo_mlp.t7', models.build_model('demo_mlp'))"
 #   NP=2 MODEL=demo_mlp DATASET=demo MODEL_FILE=demo_mlp.t7 X=-1:1:5 Y=-1:1:5 \
 #     bash launch/mpirun_local.sh
 #

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from contextlib import contextmanager
 from typing import Iterator, TypeVar
@@ -16,17 +17,24 @@ from .errors import LandscapeError
 Config = TypeVar("Config")
 
 
-def new_parser(module: str, config_type: type, description: str) -> argparse.ArgumentParser:
-    """A parser whose defaults are the config dataclass's, shown in ``--help``, with ``--version``."""
-    parser = _Parser(prog=f"python -m {module}", description=description,
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.set_defaults(**{f.name: f.default for f in dataclasses.fields(config_type)})
-    parser.add_argument("--version", action="version", version=f"mpi_landscape {__version__}")
-    return parser
+# A value that starts with a minus but is a number or a grid spec ("-1", "-0.5:1.5:401"), never a flag.
+NEGATIVE_VALUE = re.compile(r"^-\.?\d[\d.eE+-]*(:[-\d.eE+]*)*$")
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one ``error:`` line, printed once per job (exit 2)."""
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults appended to each flag's help, unless the help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default is None:
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one ``error:`` line printed once per job (exit 2),
+    not once per MPI rank, and which reads ``--x -1:1:51`` (a space before a negative value)
+    as ``--x=-1:1:51``."""
 
     def error(self, message: str):
         from .distributed import launch_rank
@@ -34,6 +42,38 @@ class _Parser(argparse.ArgumentParser):
         if launch_rank() == 0:
             print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        return super().parse_args(self.join_negative_values(sys.argv[1:] if args is None else args),
+                                  namespace)
+
+    def join_negative_values(self, argv: list[str]) -> list[str]:
+        """``[flag, value]`` as ``flag=value`` where ``flag`` takes one value and ``value`` looks
+        like a negative number or grid spec, which argparse would otherwise take for a flag."""
+        takes_value = {name for action in self._actions if action.nargs is None and action.option_strings
+                       for name in action.option_strings}
+        joined: list[str] = []
+        values = iter(argv)
+        for token in values:
+            if token in takes_value:
+                value = next(values, None)
+                if value is not None and NEGATIVE_VALUE.match(value):
+                    joined.append(f"{token}={value}")
+                    continue
+                joined.append(token)
+                if value is not None:
+                    joined.append(value)
+                continue
+            joined.append(token)
+        return joined
+
+
+def new_parser(module: str, config_type: type, description: str) -> argparse.ArgumentParser:
+    """A parser whose defaults are the config dataclass's, shown in ``--help``, with ``--version``."""
+    parser = Parser(prog=f"python -m {module}", description=description, formatter_class=HelpFormatter)
+    parser.set_defaults(**{f.name: f.default for f in dataclasses.fields(config_type)})
+    parser.add_argument("--version", action="version", version=f"mpi_landscape {__version__}")
+    return parser
 
 
 def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
@@ -63,15 +103,16 @@ def exit_on_user_error() -> Iterator[None]:
     A failure every rank of a job raised alike (``JobFailed``) is printed on
     rank 0 too, as it is, and exits with its own status.
     """
-    from .distributed import JobFailed, world_rank
+    from .distributed import JobFailed, finalize_together, launch_rank, world_rank
 
     try:
         yield
     except JobFailed as failure:
         if world_rank() == 0:
             print(failure.text.rstrip("\n"), file=sys.stderr)
+        finalize_together()  # every rank is here: none is killed for exiting first
         sys.exit(failure.code)
     except LandscapeError as exc:
-        if world_rank() == 0:
+        if launch_rank() == 0 and world_rank() == 0:
             print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

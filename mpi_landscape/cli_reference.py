@@ -6,11 +6,13 @@ documented flags cannot drift from the real ones.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
 
-ENTRY_POINTS = ("surface", "interpolate", "trajectory", "train", "plot", "vtk", "demo")
+ENTRY_POINTS = ("surface", "interpolate", "trajectory", "hessian", "train", "plot", "vtk", "summary", "demo")
+PARSER_MODULES = {"summary": "summary.command"}  # a package whose parser lives beside its numbers
 HEADER = """# Command-line reference
 
 Generated from the commands' own parsers by `python -m mpi_landscape.cli_reference docs/cli.md`;
@@ -24,18 +26,28 @@ def render() -> str:
     os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal; fix it for a stable page
     sections = [HEADER]
     for name in ENTRY_POINTS:
-        parser = importlib.import_module(f"mpi_landscape.{name}").build_parser()
+        module = importlib.import_module(f"mpi_landscape.{PARSER_MODULES.get(name, name)}")
+        parser = module.build_parser()
         sections.append(f"## `python -m mpi_landscape.{name}`\n\n```\n{parser.format_help().rstrip()}\n```\n")
     return "\n".join(sections)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The page's one optional argument: where to write it."""
+    parser = argparse.ArgumentParser(prog="python -m mpi_landscape.cli_reference",
+                                     description="Write the command-line reference page (Markdown).")
+    parser.add_argument("out", nargs="?", help="file to write, e.g. docs/cli.md (default: print the page)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Print the page, or write it to the file named."""
+    out = build_parser().parse_args(argv).out
     text = render()
-    if argv:
-        with open(argv[0], "w", encoding="utf-8") as f:
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
             f.write(text)
-        print(f"wrote {argv[0]}")
+        print(f"wrote {out}")
     else:
         print(text)
     return 0

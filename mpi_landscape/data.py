@@ -11,9 +11,8 @@ shard; images can stay uint8 (``uint8=True``) and are normalized per batch.
 from __future__ import annotations
 
 import math
-import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -129,9 +128,9 @@ def _cifar10(root: str, train: bool, raw_data: bool, download: bool, kept: Selec
     """This rank's shard of one CIFAR-10 split through torchvision's loader, as uint8 images."""
     try:
         ds = local_cifar10(root, train, download)
-    except RuntimeError as exc:
+    except RuntimeError:
         raise LandscapeError(
-            f"CIFAR-10 not found or incomplete under --datapath {root} ({exc}). Put the "
+            f"CIFAR-10 not found or incomplete under --datapath {root}. Put the "
             f"extracted 'cifar-10-batches-py' folder there, or add --download once to fetch it"
         ) from None
     keep = kept.indices(len(ds.data))

@@ -8,6 +8,10 @@ splits) under ``mpirun -n 2``, exactly as a user would for a real network:
         --model_file demo_output/model_20.t7 --dataset demo --splits train,test \\
         --x=-1:1:41 --y=-1:1:41 --surf_file demo_output/demo_surface.h5
 
+and then draws it with the plot and vtk commands: contour lines and the 3D
+surface as PNG, the ParaView file and its off-screen picture. These are the
+README's pictures (``make images`` copies them into docs/images).
+
 Running the demo again reuses the trained network and resumes (or keeps) the
 surface; a training run that was cut short continues from its last checkpoint.
 """
@@ -22,13 +26,12 @@ import sys
 import time
 from dataclasses import dataclass, replace
 
-import torch
-
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
 from .errors import LandscapeError
 from .train import TrainConfig, model_path, resumable_epochs, train
 
 SURFACE_FILE = "demo_surface.h5"
+VTK_PICTURE = "demo_surface_vtk.png"
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,7 @@ def ensure_trained(config: DemoConfig) -> str:
         training = replace(training, resume_epoch=done[-1])
     print(f"training demo_mlp on the spirals data for {config.epochs} epochs into {config.workdir}", flush=True)
     began = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a network this small trains fastest on one thread, and never fights for cores
-    try:
-        train(training)
-    finally:
-        torch.set_num_threads(threads)
+    train(training)
     print(f"trained in {time.perf_counter() - began:.1f} s")
     return checkpoint
 
@@ -108,6 +106,18 @@ def run_demo(config: DemoConfig) -> str:
     return surf_file
 
 
+def draw(surf_file: str) -> None:
+    """The demo surface's pictures, by the plot and vtk commands (which print the paths they write)."""
+    from . import plot, vtk
+
+    picture = os.path.join(os.path.dirname(surf_file), VTK_PICTURE)
+    for command, argv in ((plot.main, [surf_file, "--kinds", "contour,surface", "--format", "png"]),
+                          (vtk.main, [surf_file, "--log", "--png", picture])):
+        status = command(argv)
+        if status:
+            raise LandscapeError(f"drawing {surf_file} failed (status {status})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The demo's flags."""
     p = new_parser("mpi_landscape.demo", DemoConfig,
@@ -125,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(build_parser(), DemoConfig, argv)
     with exit_on_user_error():
         surf_file = run_demo(config)
-    print(f"demo surface written to {surf_file}")
-    print(f"next: python -m mpi_landscape.plot {surf_file}\n"
-          f"      python -m mpi_landscape.vtk {surf_file}")
+        print(f"demo surface written to {surf_file}\npictures:", flush=True)
+        draw(surf_file)
+    print(f"more views: {sys.executable} -m mpi_landscape.plot --help")
     return 0
 
 

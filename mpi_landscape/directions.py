@@ -44,6 +44,11 @@ def model_tensors(net: torch.nn.Module, dir_type: str) -> tuple[list[str], list[
     return [n for n, _ in named], [t.detach() for _, t in named]
 
 
+def is_covered(t: torch.Tensor, ignore: str) -> bool:
+    """Whether a direction moves tensor ``t``: with ``ignore="biasbn"`` only tensors with dim > 1."""
+    return not (ignore == "biasbn" and t.dim() <= 1)
+
+
 def random_direction(reference: list[torch.Tensor], generator: torch.Generator) -> Direction:
     """One standard Gaussian float32 tensor per reference tensor, drawn on the CPU."""
     return [torch.randn(t.shape, generator=generator, dtype=torch.float32) for t in reference]
@@ -182,7 +187,8 @@ def load_directions(path: str, net: torch.nn.Module, dir_type: str,
     return to_torch(data.x), to_torch(data.y) if (two_d and data.y is not None) else None
 
 
-DESCRIPTIVE_ATTRS = ("dir_type", "xnorm", "ynorm", "xignore", "yignore", "same_dir", "seed")
+DESCRIPTIVE_ATTRS = ("dir_type", "xnorm", "ynorm", "xignore", "yignore", "same_dir", "seed",
+                     "x_eigenvalue", "y_eigenvalue")
 
 
 def describe_directions(path: str) -> dict:
@@ -212,6 +218,29 @@ def _check_fits(path: str, axis: str, tensors: list[np.ndarray], names: list[str
                 f"{path}: {axis}direction/{i} has shape {tuple(t.shape)} but the model's "
                 f"{name} has {tuple(w.shape)}; the direction file was made for another model"
             )
+
+
+def eigenvector_direction(net: torch.nn.Module, vector: torch.Tensor, ignore: str = "biasbn") -> Direction:
+    """A flat Hessian eigenvector over the covered parameters as a ``weights`` direction.
+
+    ``vector`` concatenates the covered parameters (``is_covered``) in
+    ``net.parameters()`` order, each flattened in its shape; the tensors it
+    does not cover get a zero direction, so the surface stays in the space the
+    Hessian was taken in. The direction is unit length: a step of 1 is a step
+    of 1 in weight space.
+    """
+    _, theta = model_tensors(net, "weights")
+    vector = vector.detach().cpu().float()
+    direction, offset = [], 0
+    for t in theta:
+        if is_covered(t, ignore):
+            direction.append(vector[offset:offset + t.numel()].reshape(t.shape).clone())
+            offset += t.numel()
+        else:
+            direction.append(torch.zeros(t.shape, dtype=torch.float32))
+    if offset != vector.numel():
+        raise ValueError(f"the vector has {vector.numel()} entries, the covered parameters {offset}")
+    return direction
 
 
 def default_dir_file(model_file: str, spec: DirectionSpec, model_file2: str | None = None,

@@ -56,7 +56,8 @@ from .errors import LandscapeError
 
 TAG_TO_COORDINATOR = 11
 TAG_WORK = 12
-TAG_STOP = 13  # rank 0 to a worker: finish the point you are on, then stop
+TAG_STOP = 13  # rank 0 to a worker: STOP (finish the point you are on), then FAREWELL after its "bye"
+STOP, FAREWELL = "stop", "farewell"
 IDLE_SLEEP = 0.0005  # seconds between polls while waiting; keeps oversubscribed ranks polite
 CHUNKS_PER_RANK = 4  # aim for this many chunks per evaluating rank, for balance at the end
 MAX_CHUNK = 16
@@ -252,8 +253,9 @@ class Context:
             device = torch.device("cuda", self.local_rank % torch.cuda.device_count())
             torch.cuda.set_device(device)
             return device
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        torch.set_num_threads(max(1, (cores or 1) // self.local_size))
+        from .threads import cores_per_process
+
+        torch.set_num_threads(cores_per_process(self.local_size))
         return torch.device("cpu")
 
     def from_root(self, make: Callable[[], object]) -> object:
@@ -294,10 +296,15 @@ class Context:
             raise JobFailed(*first)
         return value
 
-    def wait_for_every_rank(self) -> None:
-        """Return once every rank got here (polling, so waiting ranks spin no core)."""
-        if self.size > 1:
-            _wait_politely(self.comm.Ibarrier())
+    def sum_over_ranks(self, values: np.ndarray) -> np.ndarray:
+        """The elementwise sum of ``values`` over all ranks, on every rank (one Allreduce)."""
+        if self.size == 1:
+            return values
+        from mpi4py import MPI
+
+        total = np.empty_like(values)
+        self.comm.Allreduce(np.ascontiguousarray(values), total, op=MPI.SUM)
+        return total
 
     @contextmanager
     def stop_on_signals(self) -> Iterator[None]:
@@ -476,6 +483,7 @@ class _Coordinator:
                 if payload[0]:
                     self.ctx.request_stop()
                 self.active.discard(source)
+                self.comm.send(FAREWELL, dest=source, tag=TAG_STOP)  # after any STOP: none left unread
         self.stats.coordinator_seconds += time.perf_counter() - t0
 
     def _tell_workers_to_stop(self) -> None:
@@ -483,7 +491,7 @@ class _Coordinator:
         if not self.stopping:
             return
         for worker in self.active - self.told_to_stop:
-            self.comm.send(None, dest=worker, tag=TAG_STOP)
+            self.comm.send(STOP, dest=worker, tag=TAG_STOP)
             self.told_to_stop.add(worker)
 
     def _answer_held(self) -> None:
@@ -600,6 +608,8 @@ def _work(ctx: Context, evaluate_point: PointFn, leave_group: Callable[[], None]
         chunk = receive_chunk()
     leave_group()
     comm.send(("bye", ctx.stop_requested), dest=0, tag=TAG_TO_COORDINATOR)
+    while comm.recv(source=0, tag=TAG_STOP) != FAREWELL:
+        pass  # a STOP sent while we finished
 
 
 def _evaluate_or_report(ctx: Context, evaluate_point: PointFn, index: int) -> dict[str, float]:
@@ -657,6 +667,20 @@ def world_rank() -> int:
     if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
         return 0
     return mpi.COMM_WORLD.Get_rank()
+
+
+def finalize_together() -> None:
+    """Before a command's process exits: every rank meets, then MPI ends on all of them.
+
+    Under mpirun a rank that exits with a non-zero status (a stopped run's 75)
+    while another has not reached MPI_Finalize yet gets that one killed; so
+    all ranks finalize at the same moment, and exit in any order after.
+    """
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized() or mpi.COMM_WORLD.Get_size() == 1:
+        return
+    mpi.COMM_WORLD.Barrier()
+    mpi.Finalize()
 
 
 LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .curvature import HESSIAN_METRICS, PointCurvature
 from .data import load_splits, shard_sizes
 from .directions import (create_directions, describe_directions, fingerprint, load_directions,
                          save_directions)
@@ -55,17 +56,14 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
     and the model (one forward pass of one batch) on every rank.
     """
     ctx = Context(comm)
-    grid = config.grid
+    grid = ctx.on_every_rank(lambda: config.grid)
     held: dict = {}
 
-    def prepare() -> tuple[str, np.ndarray]:
+    def prepare() -> str:
         _check_request(config, grid, ctx)
         inputs, dir_file = _load_inputs(config, shard=0, create_missing=True)
-        writer = _open_surface(config, inputs, dir_file, ctx, command_line)
-        held.update(inputs=inputs, writer=writer)
-        for note in writer.notes:
-            print(note, file=sys.stderr, flush=True)
-        return dir_file, writer.remaining(grid.coarse_to_fine())
+        held["inputs"] = inputs
+        return dir_file
 
     def build_evaluator() -> PointEvaluator:
         # rank 0 has downloaded the data if it had to: the others only read it
@@ -79,10 +77,22 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
             evaluator.warm_up()
         return evaluator
 
-    dir_file, todo = ctx.from_root(prepare)
+    def open_surface() -> np.ndarray:
+        writer = _open_surface(config, held["inputs"], dir_file, ctx, command_line)
+        held["writer"] = writer
+        for note in writer.notes:
+            print(note, file=sys.stderr, flush=True)
+        return writer.remaining(grid.coarse_to_fine())
+
+    dir_file = ctx.from_root(prepare)
     group = ctx.on_every_rank(lambda: ctx.groups(config.ranks_per_point, config.coordinator_only))
     with ctx.abort_on_error(), ctx.stop_on_signals():
         evaluator = ctx.on_every_rank(build_evaluator)
+        todo = ctx.from_root(open_surface)  # only a request every rank can compute touches the file
+
+        curvature = (PointCurvature.of_evaluator(evaluator, config.split_list[0], config.xignore,
+                                                 config.hessian_tol, config.hessian_max_iter, config.seed)
+                     if config.hessian else None)
 
         def shard_sums(index: int) -> dict[str, float]:
             return evaluator.sums(*grid.point(index))
@@ -90,13 +100,16 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
         if not group.is_leader:
             group.follow(shard_sums)
             group.close()
-            ctx.wait_for_every_rank()
-            return RunStats()
-        evaluate_point = group.reduced(shard_sums, evaluator.finish)
+            return RunStats(stopped_early=ctx.from_root(lambda: None))  # every rank exits alike
+        reduced = group.reduced(shard_sums, evaluator.finish)
+
+        def evaluate_point(index: int) -> dict[str, float]:
+            values = reduced(index)
+            return {**values, **curvature()} if curvature else values
+
         if not ctx.is_root:
             ctx.run_grid(todo, evaluate_point, on_result=None, group=group)
-            ctx.wait_for_every_rank()
-            return RunStats()
+            return RunStats(stopped_early=ctx.from_root(lambda: None))  # every rank exits alike
         writer = held["writer"]
         if config.precision != "fp32":
             _check_precision(evaluator, writer)
@@ -106,16 +119,20 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
                 bar.update(1)
 
             stats = ctx.run_grid(todo, evaluate_point, on_result, not config.coordinator_only, group)
-        # every rank leaves while rank 0 writes the file: its exit status (a stop's) must not cut one short
-        ctx.wait_for_every_rank()
         stats.stopped_early = stats.stopped_early and not writer.done.all()
         writer.close(_timings(stats, ctx, evaluator))
         _summary(stats, ctx, writer)
+        ctx.from_root(lambda: stats.stopped_early)
         return stats
 
 
 def _check_request(config, grid: Grid, ctx: Context) -> None:
-    """Refuse, before anything is loaded or written, a grid that cannot be computed here."""
+    """Refuse, before anything is loaded or written, a request that cannot be computed here."""
+    if config.hessian and config.dir_type != "weights":
+        raise LandscapeError("--hessian is the Hessian with respect to the parameters: use --dir_type weights")
+    if config.hessian and config.ranks_per_point > 1:
+        raise LandscapeError("--hessian takes each point's Hessian on one rank: it cannot be combined "
+                             "with --ranks_per_point > 1")
     check_low_memory(config.low_memory, config.precision)
     GroupLayout(ctx.size, config.ranks_per_point, config.coordinator_only)  # raises if K does not fit
     if config.ranks_per_point > 1 and config.bn == "recompute":
@@ -194,6 +211,9 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
     }
     if config.data_split > 1:
         identity["data_seed"] = config.seed
+    if config.hessian:
+        identity["hessian"] = {"split": config.split_list[0], "ignore": config.xignore,
+                               "tol": config.hessian_tol, "max_iter": config.hessian_max_iter}
     provenance = {
         "command_line": " ".join(command_line or sys.argv),
         "config": dataclasses.asdict(config),
@@ -205,9 +225,9 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
         "directions": describe_directions(dir_file),
     }
     return SurfaceWriter.open(config.resolved_surf_file(), grid.xcoordinates(), grid.ycoordinates(),
-                              dir_file, metric_names(config.split_list, make_task(config.task, config.loss_name)),
-                              identity, provenance,
-                              flush_seconds=config.flush_seconds,
+                              dir_file, metric_names(config.split_list, make_task(config.task, config.loss_name))
+                              + list(HESSIAN_METRICS) * config.hessian,
+                              identity, provenance, flush_seconds=config.flush_seconds,
                               fsync_every_result=config.fsync_every_result)
 
 

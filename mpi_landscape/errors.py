@@ -21,7 +21,9 @@ def check_choice(flag: str, value: str, choices) -> None:
 
 
 def require_folder(path: str, what: str) -> None:
-    """Refuse to write ``path`` when its folder does not exist; ``what`` starts the message."""
+    """Refuse to write ``path`` when its folder does not exist or is not writable; ``what`` starts the message."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise LandscapeError(f"{what}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise LandscapeError(f"{what}: the folder {folder} is not writable")

@@ -21,6 +21,17 @@ import numpy as np
 from .errors import LandscapeError
 
 
+def _whole_number(text: str) -> int:
+    """A count written as ``51``, ``+51`` or, for big grids, ``1e6``; a fraction is refused."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # a ValueError here is "not a grid spec"
+        if not (np.isfinite(value) and value == int(value)):
+            raise ValueError(text) from None
+        return int(value)
+
+
 @dataclass(frozen=True)
 class Axis:
     """One axis of the grid: ``num`` evenly spaced values from ``lo`` to ``hi``."""
@@ -36,10 +47,8 @@ class Axis:
         try:
             if len(parts) != 3:
                 raise ValueError
-            lo, hi, num_text = float(parts[0]), float(parts[1]), parts[2]
-            num = int(num_text)
-            if str(num) != num_text.strip().lstrip("+"):
-                raise ValueError
+            lo, hi = float(parts[0]), float(parts[1])
+            num = _whole_number(parts[2])
         except ValueError:
             raise LandscapeError(
                 f"--{name}={spec!r} is not a grid spec: write min:max:num, e.g. --{name}=-1:1:51"

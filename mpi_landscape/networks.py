@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-import models
+import mpi_landscape_models as models
 
 from .errors import LandscapeError
 

@@ -5,11 +5,15 @@
     python -m mpi_landscape.plot a.h5 b.h5 c.h5 --compare --labels "SGD,Adam,SAM"
     python -m mpi_landscape.plot surf.h5 --proj_file proj.h5 --kinds contour
     python -m mpi_landscape.plot surf.h5 --watch 30        # while a run is writing it
+    python -m mpi_landscape.plot a.h5 b.h5 --compare --annotate   # key figures in the panel titles
+    python -m mpi_landscape.plot seed0_1d.h5 seed1_1d.h5 seed2_1d.h5 --band
 
 A 1D file gives loss and accuracy against α (several files overlaid); a 2D
 file gives labelled contour lines, filled contours, a heatmap and a 3D
 surface of one metric; ``--proj_file`` adds an optimizer path on the contours
-and ``--compare`` puts several 2D surfaces side by side on one colour scale.
+and ``--compare`` puts several 2D surfaces side by side on one colour scale
+(``--annotate``: each with the summary command's key figures); ``--band``
+draws 1D files of several random directions as their mean ± std.
 Levels and colour ranges come from the data unless ``--vmin/--vmax/--vlevel``
 fix them; a loss spanning a decade or more gets log-spaced round levels, so a
 trained network's basin has contours of its own. Points where the network
@@ -33,10 +37,12 @@ from matplotlib.figure import Figure
 from .cli import add_flag, config_from, exit_on_user_error, new_parser
 from .errors import LandscapeError, require_folder
 from .store import Surface, read_projection, read_surface
+from .summary import curve_set
 from .views.plot_data import (colour_map, default_prefix, explained_variance, figure_metadata,
-                              figure_title, is_loss, legend_label, metric_values, preview)
-from .views.plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_compare,
-                                 figure_trajectory)
+                              figure_title, is_loss, key_figures, legend_label, metric_values,
+                              preview, short_name)
+from .views.plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_band,
+                                 figure_compare, figure_trajectory)
 
 FORMATS = ("png", "pdf", "svg")
 AUTO_LOG_RATIO = 10.0  # a loss whose largest value is this many times its smallest gets log levels
@@ -61,6 +67,8 @@ class PlotConfig:
     proj_file: str | None = None
     dir_file: str | None = None
     compare: bool = False
+    annotate: bool = False
+    band: bool = False
     watch: float = 0.0
     title: str | None = None
     labels: str | None = None
@@ -111,6 +119,11 @@ class PlotConfig:
         if self.dpi < 10:
             raise LandscapeError(f"--dpi {self.dpi}: give dots per inch, e.g. 300")
         _ = self.label_list, self.acc_limits  # bad --labels or --acc_range: refused before any file is read
+        if self.annotate and not self.compare:
+            raise LandscapeError("--annotate labels the panels of --compare; add --compare")
+        if self.band and self.labels is not None:
+            raise LandscapeError("--labels names each file's curve; --band draws their mean as one: "
+                                 "leave out --labels or --band")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--dir_file", help="direction file for PCA axis labels; None: the one the surface names")
     add_flag(p, "--compare", action="store_true",
              help="one panel per 2D file side by side, on a shared colour scale")
+    add_flag(p, "--annotate", action="store_true",
+             help="with --compare: each panel's title carries its key figures (mean basin radius, "
+                  "largest curvature eigenvalue, convex share of the basin; see the summary command)")
+    add_flag(p, "--band", action="store_true",
+             help="1D random-direction files (one per seed): the mean of --metric ± one standard "
+                  "deviation instead of one curve per file")
     add_flag(p, "--watch", type=float, metavar="SECONDS",
              help="redraw every SECONDS until every file is complete (0: draw once)")
     return p
@@ -195,6 +214,8 @@ def draw(config: PlotConfig) -> tuple[list[str], float]:
     fraction = min(s.fraction_done for _, s in read)
     loaded = [(path, preview(s)) for path, s in read]
     labels = config.label_list
+    if config.band and loaded[0][1].y is not None:
+        raise LandscapeError("--band draws 1D files of several random directions; these are 2D")
     if len({s.y is None for _, s in loaded}) > 1:
         raise LandscapeError("1D and 2D surface files cannot be plotted together; plot them separately")
     for path, surface in loaded:
@@ -206,7 +227,9 @@ def draw(config: PlotConfig) -> tuple[list[str], float]:
         if loaded[0][1].y is None:
             paths = _draw_1d(config, loaded, labels, formats)
         elif config.compare:
-            paths = _draw_compare(config, loaded, labels, formats)
+            # the summary's numbers from every finished point, not only those of a preview's lattice
+            figures = [key_figures(path, s, config.metric) for path, s in read] if config.annotate else None
+            paths = _draw_compare(config, loaded, labels, figures, formats)
         else:
             paths = [p for index, item in enumerate(loaded)
                      for p in _draw_2d(config, item, _prefix(config, index, len(loaded)), formats)]
@@ -234,18 +257,34 @@ def _draw_1d(config: PlotConfig, loaded: list[tuple[str, Surface]], labels: list
              formats: list[str]) -> list[str]:
     if config.proj_file:
         raise LandscapeError("--proj_file needs a 2D surface: a trajectory is drawn on contours")
+    if config.band:
+        return _draw_band(config, loaded, formats)
     labels = labels or _distinct_labels([legend_label(s, path) for path, s in loaded], loaded)
     curves = [(s, label) for (_, s), label in zip(loaded, labels)]
     if config.title is not None:
         title = config.title
     else:
         title = figure_title(loaded[0][1], loaded[0][0]) if len(loaded) == 1 else ""
-    loss_top = config.loss_max if config.loss_max is not None else config.vmax
-    fig = figure_1d(curves, title, log=config.log, loss_range=(config.vmin, loss_top),
+    fig = figure_1d(curves, title, log=config.log, loss_range=_loss_range(config),
                     acc_range=config.acc_limits)
     stem = _prefix(config, 0, 1) + ("_1d_loss_acc" if len(loaded) == 1 else "_1d_compare")
     return save(fig, stem + ("_log" if config.log else ""), formats, config.dpi,
                 figure_metadata(loaded[0][1], loaded[0][0]))
+
+
+def _draw_band(config: PlotConfig, loaded: list[tuple[str, Surface]], formats: list[str]) -> list[str]:
+    """One figure of the mean ± std of ``--metric`` over 1D files of several random directions."""
+    path, first = loaded[0]
+    if any(s.x.shape != first.x.shape or not np.allclose(s.x, first.x) for _, s in loaded):
+        raise LandscapeError("--band needs 1D files on the same α grid")
+    band = curve_set(np.stack([metric_values(s, config.metric) for _, s in loaded]))
+    title = config.title if config.title is not None else \
+        f"{short_name(first, path)}, {len(loaded)} random directions"
+    value_range = _loss_range(config) if is_loss(config.metric) else config.acc_limits
+    fig = figure_band(first, band, len(loaded), config.metric, title, log=config.log,
+                      value_range=value_range)
+    return save(fig, f"{_prefix(config, 0, 1)}_{config.metric}_1d_band{'_log' if config.log else ''}",
+                formats, config.dpi, _joint_metadata(title, loaded))
 
 
 def _draw_2d(config: PlotConfig, item: tuple[str, Surface], prefix: str,
@@ -269,16 +308,18 @@ def _draw_2d(config: PlotConfig, item: tuple[str, Surface], prefix: str,
 
 
 def _draw_compare(config: PlotConfig, loaded: list[tuple[str, Surface]], labels: list[str] | None,
-                  formats: list[str]) -> list[str]:
+                  figures: list[str] | None, formats: list[str]) -> list[str]:
+    """The 2D files side by side; ``figures`` (``--annotate``: a line of key figures per file)
+    go under the panel titles."""
     if config.proj_file:
         raise LandscapeError("--proj_file draws a path on one surface; leave out --compare")
     surfaces = [s for _, s in loaded]
     labels = labels or _distinct_labels([legend_label(s, path) for path, s in loaded], loaded)
     variances = [explained_variance(path, s, config.dir_file) for path, s in loaded]
-    fig = figure_compare(list(zip(surfaces, labels)), config.metric, resolve_scale(config, surfaces),
+    titles = labels if figures is None else [f"{label}\n{line}" for label, line in zip(labels, figures)]
+    fig = figure_compare(list(zip(surfaces, titles)), config.metric, resolve_scale(config, surfaces),
                          variances, title=config.title)
-    metadata = {"Title": config.title or ", ".join(labels),
-                "Subject": "; ".join(figure_metadata(s, path)["Subject"] for path, s in loaded)}
+    metadata = _joint_metadata(config.title or ", ".join(labels), loaded)
     return save(fig, f"{_prefix(config, 0, 1)}_{config.metric}_2dcompare{'_log' if config.log else ''}",
                 formats, config.dpi, metadata)
 
@@ -288,6 +329,16 @@ def _distinct_labels(labels: list[str], loaded: list[tuple[str, Surface]]) -> li
     if len(set(labels)) == len(labels):
         return labels
     return [f"{label} [{os.path.basename(path)}]" for label, (path, _) in zip(labels, loaded)]
+
+
+def _joint_metadata(title: str, loaded: list[tuple[str, Surface]]) -> dict[str, str]:
+    """Metadata of a figure drawn from several files: its title, and every file's description."""
+    return {"Title": title, "Subject": "; ".join(figure_metadata(s, path)["Subject"] for path, s in loaded)}
+
+
+def _loss_range(config: PlotConfig) -> tuple[float | None, float | None]:
+    """The 1D loss axis: ``--vmin`` to ``--loss_max`` (the reference's name) or ``--vmax``."""
+    return config.vmin, config.loss_max if config.loss_max is not None else config.vmax
 
 
 def save(fig: Figure, stem: str, formats: list[str], dpi: int,

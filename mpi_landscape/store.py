@@ -389,7 +389,7 @@ class SurfaceWriter:
             self.notes.append(f"warning: {journal.path}: skipped {len(bad)} bad "
                               f"line{'s' * (len(bad) > 1)} (line {shown}); they were not applied")
         if recovered and applied:
-            self.notes.append(f"note: recovered {applied} points from {journal.path}")
+            self.notes.append(f"note: recovered {applied} point{'s' * (applied != 1)} from {journal.path}")
         return kept
 
     def _start_journal(self, header: dict, kept: list[bytes]) -> None:
@@ -687,3 +687,51 @@ def read_projection(path: str) -> Projection:
         raise LandscapeError(f"{path}: proj_xcoord, proj_ycoord and epochs must have one entry "
                              f"per checkpoint (found {len(x)}, {len(y)}, {len(epochs)})")
     return Projection(x, y, epochs, drops, attrs)
+
+
+# ---------------------------------------------------------------- Hessian spectra
+
+SPECTRUM_DATASETS = ("top_eigenvalues", "min_eigenvalue", "trace", "trace_error",
+                     "slq_nodes", "slq_weights", "density_grid", "density")
+
+
+@dataclass
+class Spectrum:
+    """The Hessian spectrum at θ*: top-k and smallest eigenvalue, trace and its error, SLQ density."""
+
+    top_eigenvalues: np.ndarray
+    min_eigenvalue: float
+    trace: float
+    trace_error: float
+    slq_nodes: np.ndarray  # runs × steps
+    slq_weights: np.ndarray
+    density_grid: np.ndarray
+    density: np.ndarray
+    attrs: dict = field(default_factory=dict)
+
+
+def write_spectrum(path: str, spectrum: Spectrum) -> None:
+    """Write a spectrum file, atomically: one float64 dataset per field, provenance as root attributes."""
+    require_folder(path, f"--spectrum_file {path}")
+    with _atomic_h5(path) as f:
+        for name in SPECTRUM_DATASETS:
+            f.create_dataset(name, data=np.asarray(getattr(spectrum, name), dtype=np.float64))
+        _set_attrs(f, spectrum.attrs)
+
+
+def read_spectrum(path: str) -> Spectrum:
+    """Read a spectrum file written by ``write_spectrum``."""
+    if not os.path.isfile(path):
+        raise LandscapeError(f"spectrum file {path} does not exist")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in SPECTRUM_DATASETS if k not in f]
+            if missing:
+                raise LandscapeError(f"{path} is not a spectrum file: it has no {', '.join(missing)}")
+            values = {k: np.asarray(f[k][()], dtype=np.float64) for k in SPECTRUM_DATASETS}
+            attrs = _get_attrs(f)
+    except OSError as exc:
+        raise LandscapeError(f"cannot read spectrum file {path}: {exc}") from None
+    for scalar in ("min_eigenvalue", "trace", "trace_error"):
+        values[scalar] = float(values[scalar])
+    return Spectrum(**values, attrs=attrs)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
-from .distributed import catch_stop_signals
+from .distributed import catch_stop_signals, finalize_together
 from .directions import DIR_TYPES, IGNORES, NORMS, DirectionSpec, default_dir_file
 from .evaluate import BN_MODES, PRECISIONS
 from .task import LOSS_NAMES
@@ -65,6 +65,9 @@ class SurfaceConfig:
     image_size: int = 224
     cache_dir: str | None = None
     stream: bool = False
+    hessian: bool = False
+    hessian_tol: float = 1e-3
+    hessian_max_iter: int = 100
     flush_seconds: float = 2.0
     fsync_every_result: bool = False
 
@@ -109,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Compute loss and accuracy over a 1D line or a 2D grid of θ* + α·δ + β·η "
         "into one HDF5 file, over MPI ranks when run under mpirun.")
     add_flag(p, "--model", help="registered model name (e.g. resnet56) or package.module:factory")
-    add_flag(p, "--model_file", help="checkpoint of θ* (.t7 from the reference, a state_dict, or ours)")
+    add_flag(p, "--model_file", required=True, help="checkpoint of θ* (.t7 from the reference, a state_dict, or ours)")
     add_flag(p, "--model_file2", help="second model: x direction becomes θ2 − θ1 (interpolation)")
     add_flag(p, "--model_file3", help="third model: y direction becomes θ3 − θ1 (plane of three)")
     add_flag(p, "--x", help="x axis as min:max:num, e.g. --x=-1:1:51")
@@ -162,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--fsync_every_result", action="store_true",
              help="fsync the journal after every result, so a power loss costs no finished point "
                   "(slower on network file systems)")
+    add_flag(p, "--hessian", action="store_true",
+             help="also max_eig, min_eig and eig_ratio=|min/max| of the Hessian of the first split's "
+                  "loss at every point (Lanczos; tens of Hessian-vector products per point)")
+    add_flag(p, "--hessian_tol", type=float,
+             help="Lanczos stops when every residual is below this fraction of |max_eig|")
+    add_flag(p, "--hessian_max_iter", type=int, help="most Hessian-vector products per point")
     for legacy in ("--mpi", "--cuda"):
         add_flag(p, legacy, action="store_true", help="accepted for old command lines; not needed")
     for legacy in ("--ngpu", "--threads"):
@@ -188,6 +197,7 @@ def run_command(module: str, parser: argparse.ArgumentParser, argv: list[str] | 
     config = parse_config(parser, SurfaceConfig, argv)
     with exit_on_user_error():
         stats = run(adapt(config), command_line=["python", "-m", module, *argv])
+    finalize_together()
     return EXIT_STOPPED if stats.stopped_early else 0
 
 

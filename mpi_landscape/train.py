@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
-import models
+import mpi_landscape_models as models
 
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
 from .data import CIFAR10_MEAN, CIFAR10_STD, cifar_inputs, load_splits, local_cifar10
@@ -43,6 +43,7 @@ from .errors import LandscapeError, check_choice
 from .evaluate import SplitData
 from .task import LOSS_NAMES, per_sample_loss
 from .networks import build_network, load_weights
+from .threads import sized_thread_pool
 
 OPTIMIZERS = ("sgd", "adam")
 INITS = ("reference", "model")
@@ -217,34 +218,36 @@ def train(config: TrainConfig) -> str:
     net = _build_model(config).to(device)
     optimizer, schedule = build_optimizer(net, config)
     data = _TrainingData(config, shuffle, device)
-    log_path = os.path.join(save_dir, LOG_FILE)
+    # Threads sized to the network and batch: a small net on many threads crawls on a busy machine.
+    with sized_thread_pool(net, data.test.inputs, config.batch_size, device):
+        log_path = os.path.join(save_dir, LOG_FILE)
 
-    if config.resume_epoch is None:
-        os.makedirs(save_dir, exist_ok=True)
-        start = 0
-        train_loss, train_acc = _evaluate(net, data.train_for_evaluation(), config.loss_name, device)
-        test_loss, test_acc = _evaluate(net, data.test, config.loss_name, device)
-        _start_log(log_path, keep_until=None)
-        _report(log_path, 0, schedule.lr(1), train_loss, train_acc, test_loss, test_acc, config.epochs, 0.0)
-        _save(save_dir, 0, net, optimizer, shuffle, test_acc, schedule.lr(1))
-    else:
-        start = config.resume_epoch
-        _resume(save_dir, start, net, optimizer, shuffle)
-        _start_log(log_path, keep_until=start)
+        if config.resume_epoch is None:
+            os.makedirs(save_dir, exist_ok=True)
+            start = 0
+            train_loss, train_acc = _evaluate(net, data.train_for_evaluation(), config.loss_name, device)
+            test_loss, test_acc = _evaluate(net, data.test, config.loss_name, device)
+            _start_log(log_path, keep_until=None)
+            _report(log_path, 0, schedule.lr(1), train_loss, train_acc, test_loss, test_acc, config.epochs, 0.0)
+            _save(save_dir, 0, net, optimizer, shuffle, test_acc, schedule.lr(1))
+        else:
+            start = config.resume_epoch
+            _resume(save_dir, start, net, optimizer, shuffle)
+            _start_log(log_path, keep_until=start)
 
-    for epoch in range(start + 1, config.epochs + 1):
-        began = time.perf_counter()
-        lr = schedule.lr(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        train_loss, train_acc = train_epoch(net, data.loader, optimizer, config.loss_name, device)
-        test_loss, test_acc = _evaluate(net, data.test, config.loss_name, device)
-        _report(log_path, epoch, lr, train_loss, train_acc, test_loss, test_acc, config.epochs,
-                time.perf_counter() - began)
-        if is_save_epoch(epoch, config):
-            _save(save_dir, epoch, net, optimizer, shuffle, test_acc, lr)
-        if epoch % config.save_epoch == 0 or epoch == config.epochs:
-            plot_log(read_log(log_path), os.path.join(save_dir, PLOT_FILE))
+        for epoch in range(start + 1, config.epochs + 1):
+            began = time.perf_counter()
+            lr = schedule.lr(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            train_loss, train_acc = train_epoch(net, data.loader, optimizer, config.loss_name, device)
+            test_loss, test_acc = _evaluate(net, data.test, config.loss_name, device)
+            _report(log_path, epoch, lr, train_loss, train_acc, test_loss, test_acc, config.epochs,
+                    time.perf_counter() - began)
+            if is_save_epoch(epoch, config):
+                _save(save_dir, epoch, net, optimizer, shuffle, test_acc, lr)
+            if epoch % config.save_epoch == 0 or epoch == config.epochs:
+                plot_log(read_log(log_path), os.path.join(save_dir, PLOT_FILE))
     return save_dir
 
 

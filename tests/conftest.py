@@ -1,4 +1,5 @@
-"""Fixtures shared by the suite: a trained demo checkpoint, mpirun, the command runner, and a slow model."""
+"""Fixtures shared by the suite: a trained demo checkpoint, mpirun, the command runner, a slow
+model, and the ``slow`` marker that ``make test-fast`` leaves out."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -40,26 +42,29 @@ def run_module(module: str, *args: str, ranks: int | None = None, cwd=None,
 
 def train_demo_net(seed: int = 0, steps: int = 150):
     """demo_mlp trained briefly on the demo spirals, so surfaces have a real minimum."""
-    import models
+    import mpi_landscape_models as models
     from mpi_landscape.data import demo_split
+
+    from mpi_landscape.threads import sized_thread_pool
 
     torch.manual_seed(seed)
     net = models.build_model("demo_mlp")
     data = demo_split("train")
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(0, len(data), (128,), generator=gen)
-        loss = torch.nn.functional.cross_entropy(net(data.inputs[idx]), data.targets[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    with sized_thread_pool(net, data.inputs, 128):
+        for _ in range(steps):
+            idx = torch.randint(0, len(data), (128,), generator=gen)
+            loss = torch.nn.functional.cross_entropy(net(data.inputs[idx]), data.targets[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return net.eval()
 
 
 def demo_net(path) -> torch.nn.Module:
     """demo_mlp with the weights of the checkpoint at ``path``."""
-    import models
+    import mpi_landscape_models as models
 
     net = models.build_model("demo_mlp")
     models.load_checkpoint(net, path)
@@ -74,7 +79,7 @@ def demo_state(path) -> dict[str, torch.Tensor]:
 def demo_loss(state: dict[str, torch.Tensor], split: str) -> float:
     """Mean cross-entropy of demo_mlp with ``state`` over the whole demo split, in eval mode,
     computed directly rather than through the library's evaluator."""
-    import models
+    import mpi_landscape_models as models
     from mpi_landscape.data import demo_split
 
     net = models.build_model("demo_mlp")
@@ -87,7 +92,7 @@ def demo_loss(state: dict[str, torch.Tensor], split: str) -> float:
 @pytest.fixture(scope="session")
 def demo_checkpoint(tmp_path_factory) -> str:
     """A reference-layout .t7 of a briefly trained demo_mlp."""
-    import models
+    import mpi_landscape_models as models
 
     path = tmp_path_factory.mktemp("ckpt") / "demo.t7"
     models.save_checkpoint(str(path), train_demo_net(), epoch=1, acc=0.0)
@@ -111,7 +116,7 @@ caught while it runs, and raises on the rank named by FAIL_ON_RANK."""
 import os
 import time
 
-import models
+import mpi_landscape_models as models
 
 
 class Slow(models.build_model("demo_mlp").__class__):
@@ -132,6 +137,76 @@ def slow_model(tmp_path) -> str:
     """The --model of SLOW_MODEL, written as slowmod.py into the test's tmp_path (run jobs there)."""
     (tmp_path / "slowmod.py").write_text(SLOW_MODEL)
     return "slowmod:build"
+
+
+# What makes a test slow, found by looking at the test rather than by marking each one: it is in
+# a module that drives the Slurm test cluster or clones the project, it uses a fixture that runs a
+# command, or it (or a helper of its module, or one of its fixtures) starts a process or a training run.
+SLOW_MODULES = {"test_launch", "test_slurm_harness", "test_getting_started"}
+SLOW_FIXTURES = {"demo_run", "slow_model"}
+SLOW_TESTS = {"test_evaluate.py::test_compiled_model_gives_the_same_surface"}  # torch.compile takes its time
+
+
+def _starts_work(obj) -> bool:
+    """Is ``obj`` something that starts a process or a training run?"""
+    from mpi_landscape.train import train
+
+    return any(obj is work for work in (subprocess, train, run_module, module_command))  # identity: obj may be an array
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: starts processes (mpirun, Slurm, git, pip) or trains a "
+                                       "network; `make test-fast` runs everything else")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the test Slurm cluster if this session started it: the suite leaves no daemons behind."""
+    slurm_cluster = sys.modules.get("slurm_cluster")
+    if slurm_cluster is not None:
+        slurm_cluster.stop_started_cluster()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)
+
+
+def _is_slow(item) -> bool:
+    module = item.module
+    if module.__name__ in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames):
+        return True
+    if f"{item.path.name}::{item.originalname}" in SLOW_TESTS:
+        return True
+    fixtures = [(d.func, sys.modules.get(d.func.__module__, module))
+                for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs]
+    for function, home in [(getattr(item, "function", None), module), *fixtures]:
+        namespace = vars(home)
+        if function is not None and any(_starts_work(namespace.get(n)) for n in _names_used(function, namespace, 3)):
+            return True
+    return False
+
+
+def _names_used(function, namespace: dict, depth: int) -> set[str]:
+    """The names ``function`` uses, and those used by the functions of its module that it calls."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return set()
+    names = _code_names(code)
+    if depth > 0:
+        for name in list(names):
+            helper = namespace.get(name)
+            if isinstance(helper, types.FunctionType) and helper is not function:
+                names |= _names_used(helper, namespace, depth - 1)
+    return names
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:  # nested functions and comprehensions
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,10 @@ munged, slurmctld and slurmd with a generated ``slurm.conf``.  Tests use:
         rc, job_id, out = sbatch_wait(script, env=slurm.env, cwd=tmp_path)
 
 ``ensure_slurm()`` starts the cluster when needed and returns a
-:class:`SlurmInfo`, or raises :class:`SlurmUnavailable` when Slurm cannot be
+:class:`SlurmInfo`; a cluster it started is stopped again by
+``stop_started_cluster()`` (the suite calls it when the session ends), one
+that was already up is left running, and the system's ``/etc/slurm`` is never
+touched (every command gets ``SLURM_CONF``). It raises :class:`SlurmUnavailable` when Slurm cannot be
 installed or started on this machine at all (not root, no apt-get, no
 package mirror).  Any other failure to bring the cluster up is a real error
 and raises :class:`SlurmError` with the daemon logs.  Set
@@ -47,6 +50,7 @@ REQUIRE_ENV = "MPI_LANDSCAPE_REQUIRE_SLURM"
 UNAVAILABLE_EXIT = 3  # .ci/slurm.sh: Slurm cannot be installed/started here
 
 _READY_STATES = ("idle", "mixed", "allocated", "completing")
+_started_here: list[str] = []  # state dirs of clusters this process started (and so must stop)
 
 
 class SlurmUnavailable(RuntimeError):
@@ -164,8 +168,8 @@ def _ensure(timeout: float) -> SlurmInfo | str:
         return f"the test Slurm cluster needs Linux (this is {sys.platform})"
     if not SLURM_SH.exists():
         return f"{SLURM_SH} is missing"
-    env = dict(os.environ)
-    env["MPI_LANDSCAPE_SLURM_DIR"] = state_dir
+    env = _script_env(state_dir)
+    _started_here.append(state_dir)  # even a half-started cluster is ours to stop
     try:
         proc = subprocess.run(
             ["bash", str(SLURM_SH), "start"],
@@ -193,6 +197,21 @@ def _ensure(timeout: float) -> SlurmInfo | str:
     if info is None:
         raise SlurmError(f"{SLURM_SH} reported ready but sinfo disagrees:\n{output}")
     return info
+
+
+def _script_env(state_dir: str) -> dict[str, str]:
+    """The environment .ci/slurm.sh runs with: our state dir, and /etc/slurm left alone."""
+    return {**os.environ, "MPI_LANDSCAPE_SLURM_DIR": state_dir, "MPI_LANDSCAPE_SLURM_LINK_ETC": "0"}
+
+
+def stop_started_cluster() -> None:
+    """Stop munged, slurmctld and slurmd if this process started them; a cluster that was
+    already running when the tests began is left as it was."""
+    while _started_here:
+        state_dir = _started_here.pop()
+        subprocess.run(["bash", str(SLURM_SH), "stop"], env=_script_env(state_dir),
+                       capture_output=True, text=True, timeout=120)
+    _ensure.cache_clear()
 
 
 def ensure_slurm(timeout: float = 600.0) -> SlurmInfo:

@@ -37,6 +37,12 @@ def write_surface(path, x, y=None, done=None, metrics=None, config=DEMO_CONFIG, 
     return str(path)
 
 
+def leave_as_killed(writer: SurfaceWriter) -> None:
+    """Leave a writer's files as a killed job would (snapshot, journal, no close); the OS frees its lock."""
+    writer._journal.close()
+    writer._lock.release()
+
+
 def write_reference_surface(path, x, y, unfinished=()):
     """A file as the reference's plot_surface.py leaves it: (nx, ny) arrays in (ny, nx) order, -1 unfinished."""
     z = bowl(x, y)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision import transforms
 
-import models
+import mpi_landscape_models as models
 from cifar_folder import write_cifar10
 from conftest import run_module
 from mpi_landscape.data import CIFAR10_MEAN, CIFAR10_STD, demo_split, load_splits, local_cifar10

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-import models
+import mpi_landscape_models as models
 from mpi_landscape.directions import (DirectionSpec, create_directions, default_dir_file,
                                       load_directions, model_tensors, normalize_direction,
                                       random_direction, save_directions, target_direction)

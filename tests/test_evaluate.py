@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-import models
+import mpi_landscape_models as models
 from conftest import train_demo_net
 from mpi_landscape import compute_surface
 from mpi_landscape.data import demo_split

@@ -20,6 +20,18 @@ def test_malformed_specs_are_refused(spec):
         Axis.parse(spec)
 
 
+@pytest.mark.parametrize("count, num", [("1e9", 10**9), ("+51", 51), ("2.0e1", 20)])
+def test_a_whole_count_in_any_notation_is_a_grid_spec(count, num):
+    """``--x=-1:1:1e9`` is a spec that is too large (refused later, for memory), not a malformed one."""
+    assert Axis.parse(f"-1:1:{count}").num == num
+
+
+@pytest.mark.parametrize("spec", ["-1:1:inf", "-1:1:1e400", "-1:1:2.5e0"])
+def test_a_count_that_is_not_whole_is_refused(spec):
+    with pytest.raises(LandscapeError, match="not a grid spec"):
+        Axis.parse(spec)
+
+
 def test_single_point_axis_is_allowed():
     assert Axis.parse("0:0:1").coordinates().tolist() == [0.0]
 

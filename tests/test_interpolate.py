@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import models
+import mpi_landscape_models as models
 from conftest import demo_loss, demo_state, run_module, train_demo_net
 from mpi_landscape.errors import LandscapeError
 from mpi_landscape.cli import parse_config

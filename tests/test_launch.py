@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-import models
+import mpi_landscape_models as models
 from conftest import demo_loss, demo_net, demo_state, run_module
 from mpi_landscape.errors import LandscapeError
 from mpi_landscape.store import read_surface

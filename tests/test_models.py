@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import MODEL_NAMES, ModelError, build_model, checkpoint_sha256, load_checkpoint, save_checkpoint
+from mpi_landscape_models import MODEL_NAMES, ModelError, build_model, checkpoint_sha256, load_checkpoint, save_checkpoint
 
 # Parameter counts with 10 classes, as published for the paper's networks.
 EXPECTED_PARAMETERS = {

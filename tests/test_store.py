@@ -9,6 +9,7 @@ import pytest
 
 from mpi_landscape.errors import LandscapeError
 from mpi_landscape.store import JOURNAL_SUFFIX, SurfaceWriter, read_surface
+from surface_files import leave_as_killed
 
 X = np.linspace(-1, 1, 5)
 Y = np.linspace(-2, 2, 3)
@@ -48,6 +49,7 @@ def test_journal_keeps_results_that_never_reached_a_snapshot(tmp_path):
     # As if killed now: the file still holds the empty snapshot, the journal both points,
     # and a torn last line from a write cut short.
     assert read_surface(str(path)).done.sum() == 0
+    leave_as_killed(w)
     with open(str(path) + JOURNAL_SUFFIX, "a") as j:
         j.write('{"i": 3, "m": {"train_lo')
     w2 = open_writer(path)
@@ -61,6 +63,7 @@ def test_infinite_and_nan_results_are_done(tmp_path):
     path = tmp_path / "s.h5"
     w = open_writer(path)
     w.record(1, {"train_loss": float("inf"), "train_acc": float("nan")})
+    leave_as_killed(w)
     w = open_writer(path)  # replayed from the journal
     s = read_surface(str(path))
     assert s.done.ravel()[1] and np.isinf(s.metrics["train_loss"].ravel()[1])
@@ -89,13 +92,17 @@ def test_missing_folder_is_refused(tmp_path):
         open_writer(tmp_path / "nope" / "s.h5")
 
 
-def test_stale_snapshot_and_journal_are_cleared_for_a_new_file(tmp_path):
+def test_stale_snapshot_is_cleared_and_a_journal_of_no_known_request_refused(tmp_path):
     path = tmp_path / "s.h5"
     (tmp_path / "s.h5.tmp123").write_bytes(b"half")
-    (tmp_path / ("s.h5" + JOURNAL_SUFFIX)).write_text('{"i": 0, "m": {"train_loss": 5}}\n')
     w = open_writer(path)
     assert w.done.sum() == 0
     assert not (tmp_path / "s.h5.tmp123").exists()
+    w.close()
+    path.unlink()
+    (tmp_path / ("s.h5" + JOURNAL_SUFFIX)).write_text('{"i": 0, "m": {"train_loss": 5}}\n')
+    with pytest.raises(LandscapeError, match="no record of its request"):
+        open_writer(path)  # its results are not thrown away unasked
 
 
 def write_reference_file(path, x, y, fill):

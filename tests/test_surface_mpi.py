@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-import models
+import mpi_landscape_models as models
 from conftest import PYTHON, demo_net, find_mpirun, module_command, run_module
 from mpi_landscape import surface
 from mpi_landscape.data import demo_split
 from mpi_landscape.directions import DirectionSpec, load_directions
 from mpi_landscape.evaluate import PointEvaluator
-from mpi_landscape.store import JOURNAL_SUFFIX, read_surface
+from mpi_landscape.store import JOURNAL_SUFFIX, LOCK_SUFFIX, read_surface
 
 DEMO = ["--model", "demo_mlp", "--dataset", "demo"]
 
@@ -94,11 +94,12 @@ def test_killed_job_resumes_without_losing_or_recomputing_points(tmp_path, slow_
     job.wait(timeout=30)
     time.sleep(0.5)
 
+    assert (tmp_path / ("s.h5" + LOCK_SUFFIX)).exists()  # the dead job's lock file: it must not block
     killed = read_surface(str(out))  # still a readable file
     journal = (tmp_path / ("s.h5" + JOURNAL_SUFFIX)).read_text().splitlines()
     finished = {int(i) for i in np.flatnonzero(killed.done.ravel())}
     kept = dict(zip(finished, killed.metrics["train_loss"].ravel()[sorted(finished)]))
-    for line in journal:
+    for line in journal[1:]:  # after the header, which names the request
         try:
             entry = __import__("json").loads(line)
         except ValueError:

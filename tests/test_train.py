@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-import models
+import mpi_landscape_models as models
 from cifar_folder import write_cifar10
 from mpi_landscape.data import demo_split
 from mpi_landscape.errors import LandscapeError

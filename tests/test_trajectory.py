@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models
+import mpi_landscape_models as models
 from conftest import demo_loss, demo_state, find_mpirun, run_module
 from mpi_landscape import pca
 from mpi_landscape.data import demo_split

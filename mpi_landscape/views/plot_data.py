@@ -2,9 +2,9 @@
 
 Reading a projected trajectory and a direction file's explained variance,
 masking unfinished points, and the words on every figure: titles from the
-file's provenance, axis labels with their definitions, metric labels. Kept
-apart from matplotlib and VTK so both views say the same things and tests can
-check the words alone.
+file's provenance, axis labels with their definitions, metric labels, a
+panel's key figures from the summary package. Kept apart from matplotlib and
+VTK so both views say the same things and tests can check the words alone.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import numpy as np
 from ..errors import LandscapeError
 from ..grid import refinement_levels
 from ..store import Surface, read_directions
+from ..summary import DEFAULT_LEVEL
+from ..summary.report import summarize
 
 LOSS_TEXT = {"crossentropy": "mean cross-entropy", "mse": "mean squared error"}
 TASK_LOSS_TEXT = {"language_model": "mean next-token cross-entropy", "regression": "mean squared error"}
@@ -197,6 +199,9 @@ def axis_label(axis: str, surface: Surface,
     index = 0 if axis == "x" else 1
     if explained_variance is not None:
         return f"PC{index + 1} ({100 * explained_variance[index]:.1f}% of variance)"
+    eigenvalue = (surface.attrs.get("directions") or {}).get(f"{axis}_eigenvalue")
+    if eigenvalue is not None:
+        return f"{'α' if axis == 'x' else 'β'}  (Hessian eigenvector, λ = {eigenvalue:.4g})"
     config = _config(surface)
     if axis == "x" and config.get("model_file2"):
         return "α  (θ = θ₁ + α·(θ₂ − θ₁))"
@@ -245,6 +250,17 @@ def details(surface: Surface) -> str:
         norm = f"{norm}/{config['ynorm']}"
     norm_text = "unnormalized" if norm == "none" else f"{norm}-normalized"
     return f"{norm_text} {config.get('dir_type', 'weights')}, {grid}"
+
+
+def key_figures(path: str, surface: Surface, metric: str) -> str:
+    """A panel's numbers in one line, as the summary command computes them:
+    mean basin radius at its default level, largest curvature eigenvalue, convex share of the basin."""
+    row, _ = summarize(path, surface, metric, DEFAULT_LEVEL)
+    radius, eigenvalue, convex = row.get("radius_mean"), row.get("eig_max"), row.get("convex_basin")
+    parts = [f"r̄ {radius.text(2)}" if radius is not None else "r̄ –",
+             f"λmax {eigenvalue:.3g}" if eigenvalue is not None else "λmax –",
+             f"convex {convex:.0%}" if convex is not None and np.isfinite(convex) else "convex –"]
+    return " · ".join(parts)
 
 
 def figure_title(surface: Surface, path: str) -> str:

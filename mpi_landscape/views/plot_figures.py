@@ -6,8 +6,8 @@ PDF). Unfinished points are masked, so a partial file shows gaps, not zeros;
 points where the network diverged are gaps too, marked × (2D) or shaded (1D),
 never drawn as values. Colour bars carry round ticks, α and β share one scale
 when they are in the same units, and titles are short. The layouts are the
-reference's (plot_1D, plot_2D, plot_trajectory) and the paper's side-by-side
-comparison (Figure 6).
+reference's (plot_1D, plot_2D, plot_trajectory), the paper's side-by-side
+comparison (Figure 6) and the mean ± std band of several 1D random directions.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ..errors import LandscapeError
 from .plot_data import (axis_label, diverged_mask, loss_description, masked_values, metric_label,
                         metric_values)
 from ..store import Projection, Surface
+from ..summary import CurveSet
 
 COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper
 STYLE = {
@@ -201,6 +202,35 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """(start, stop) of each run of True in a 1D mask."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
     return list(zip(edges[::2], edges[1::2]))
+
+
+def figure_band(surface: Surface, band: CurveSet, count: int, metric: str, title: str,
+                log: bool = False, value_range: tuple[float | None, float | None] | None = None) -> Figure:
+    """The mean of ``metric`` over several 1D curves on ``surface``'s α grid (random directions of
+    different seeds) with ± one standard deviation shaded and the pointwise extremes dotted.
+
+    ``value_range`` fixes the value axis (``--vmin``/``--loss_max`` for a loss, ``--acc_range``
+    for an accuracy); the legend sits below the axes, as in ``figure_1d``.
+    """
+    fig = Figure(figsize=(COLUMN_WIDTH, 2.9), layout="constrained")
+    ax = fig.add_subplot()
+    alpha = surface.x
+    ax.fill_between(alpha, band.mean - band.std, band.mean + band.std, color="tab:blue", alpha=0.3,
+                    linewidth=0, label="± 1 standard deviation")
+    ax.plot(alpha, band.low, ":", color="tab:blue", linewidth=0.7, label="min / max")
+    ax.plot(alpha, band.high, ":", color="tab:blue", linewidth=0.7)
+    ax.plot(alpha, band.mean, color="tab:blue", label=f"mean of {count} directions")
+    ax.set_xlabel(axis_label("x", surface))
+    ax.set_ylabel(metric_label(metric, surface))
+    if log:
+        ax.set_yscale("log")
+    if value_range is not None:
+        ax.set_ylim(*value_range)
+    ax.set_xlim(alpha.min(), alpha.max())
+    if title:
+        ax.set_title(title)
+    fig.legend(loc="outside lower center", ncols=3, frameon=False)
+    return fig
 
 
 def figure_2d(surface: Surface, metric: str, kind: str, scale: Scale, title: str,

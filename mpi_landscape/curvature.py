@@ -1,0 +1,284 @@
+"""Curvature of the loss: Hessian-vector products, extreme eigenvalues, trace and spectral density.
+
+The Hessian is that of the same loss a surface shows -- the mean per-sample
+loss over the whole split, network in eval mode -- with respect to the
+tensors the directions cover. It is never formed: ``Hessian`` applies it to a
+vector by double backpropagation, one pass over the (device-resident) split
+per product, each batch's product summed in float64 and divided by the
+number of samples (the mean, not the sum over batches).
+
+On top of products alone: ``extreme_eigenpairs`` (Lanczos with full
+reorthogonalization, λmax and the top k and λmin from one Krylov space),
+``hutchinson_trace`` (Rademacher probes, with the standard error of the mean)
+and ``spectral_density`` (stochastic Lanczos quadrature, as PyHessian draws it).
+No MPI here: a ``reduce`` callable sums the partial products of data shards.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+
+from .directions import is_covered
+from .evaluate import PointEvaluator, largest_fitting_batch
+from .task import Classification, Task
+
+Matvec = Callable[[torch.Tensor], torch.Tensor]
+Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+def covered_parameters(net: torch.nn.Module, ignore: str = "biasbn") -> list[torch.nn.Parameter]:
+    """The parameters a ``--dir_type weights`` direction moves: with ``ignore="biasbn"`` only dim > 1."""
+    return [p for p in net.parameters() if is_covered(p, ignore)]
+
+
+class Hessian:
+    """The Hessian of the mean loss over a split, as a symmetric operator on one flat float64 vector.
+
+    The vector is the concatenation of the covered parameters, each flattened
+    in its own shape. ``batches`` yields (inputs, targets) on the device;
+    ``n_samples`` is the size of the whole split, and ``reduce`` sums a flat
+    float64 tensor over data shards (identity for one process).
+    """
+
+    def __init__(self, net: torch.nn.Module, params: list[torch.nn.Parameter], batches: Batches,
+                 task: Task | None = None, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t):
+        self.net, self.params, self.batches = net, params, batches
+        self.task, self.reduce = task or Classification(), reduce
+        self.dim = sum(p.numel() for p in params)
+        self.device = params[0].device
+        self.products = 0
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        """H·v for a flat vector ``v`` of length ``dim``; float64."""
+        pieces = self.split(v)
+        total = torch.zeros(self.dim + 1, dtype=torch.float64, device=self.device)  # H·v sums, then the count
+        task = self.task
+        with torch.enable_grad():
+            for inputs, targets in self.batches():
+                parts = task.sums(task.outputs(self.net, inputs), inputs, targets)
+                grads = torch.autograd.grad(parts["loss"].sum(), self.params, create_graph=True)
+                dot = sum((g * u).sum() for g, u in zip(grads, pieces))
+                hv = torch.autograd.grad(dot, self.params)
+                total[:-1] += torch.cat([h.reshape(-1) for h in hv]).double()
+                total[-1] += parts["count"].sum() if "count" in parts else len(parts["loss"])
+        self.products += 1
+        total = self.reduce(total)
+        return total[:-1] / total[-1]
+
+    def split(self, v: torch.Tensor) -> list[torch.Tensor]:
+        """A flat vector as one tensor per covered parameter, in its shape and dtype."""
+        out, offset = [], 0
+        for p in self.params:
+            out.append(v[offset:offset + p.numel()].view(p.shape).to(p.dtype))
+            offset += p.numel()
+        return out
+
+
+@dataclass
+class LanczosRun:
+    """A Krylov basis Q (steps × dim, orthonormal rows) and its tridiagonal T = QᵀHQ."""
+
+    alphas: torch.Tensor  # on the host
+    betas: torch.Tensor  # off-diagonal, on the host; betas[-1] is the residual norm after the last step
+    basis: torch.Tensor  # on the device
+
+    def tridiagonal(self) -> torch.Tensor:
+        m = len(self.alphas)
+        off = self.betas[:m - 1]
+        return torch.diag(self.alphas) + torch.diag(off, 1) + torch.diag(off, -1)
+
+    def ritz(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Ritz values (ascending), their vectors in the Krylov basis, and residual norms ‖Hx − θx‖."""
+        theta, s = torch.linalg.eigh(self.tridiagonal())
+        return theta, s, (self.betas[-1] * s[-1]).abs()
+
+    def vectors(self, s: torch.Tensor, which: list[int]) -> torch.Tensor:
+        """The Ritz vectors ``which`` (columns of ``s``) in the full space, one per row."""
+        return s[:, which].T.to(self.basis.device) @ self.basis
+
+
+def lanczos(matvec: Matvec, start: torch.Tensor, max_steps: int,
+            converged: Callable[[LanczosRun], bool] = lambda run: False) -> LanczosRun:
+    """Lanczos iteration from ``start`` with full reorthogonalization (twice, classical Gram-Schmidt).
+
+    Stops after ``max_steps`` steps, when ``converged(run)`` holds, or when the
+    Krylov space is invariant (then its Ritz pairs are exact).
+    """
+    dim = start.numel()
+    max_steps = min(max_steps, dim)
+    basis = torch.zeros(max_steps, dim, dtype=torch.float64, device=start.device)
+    alphas: list[float] = []
+    betas: list[float] = []  # one host sync per step; T and its eigenproblem stay on the host
+    q = start.double() / start.double().norm()
+    while True:
+        step = len(alphas)
+        basis[step] = q
+        w = matvec(q)
+        alphas.append(float(torch.dot(w, q)))
+        known = basis[:step + 1]
+        for _ in range(2):
+            w = w - known.T @ (known @ w)
+        beta = w.norm()
+        betas.append(float(beta))
+        run = LanczosRun(torch.tensor(alphas, dtype=torch.float64), torch.tensor(betas, dtype=torch.float64),
+                         known)
+        invariant = betas[-1] <= 1e-12 * (max(map(abs, alphas)) + betas[-1])
+        if invariant or step + 1 == max_steps or converged(run):
+            return run
+        q = w / beta
+
+
+@dataclass
+class Eigenpairs:
+    """The top-k eigenpairs (largest first) and the smallest one, with how they were found."""
+
+    top_values: list[float]
+    top_vectors: torch.Tensor  # k × dim
+    min_value: float
+    min_vector: torch.Tensor
+    residuals: list[float]  # ‖Hx − λx‖ of the top k, then of the smallest
+    steps: int
+    converged: bool
+
+    @property
+    def max_value(self) -> float:
+        return self.top_values[0]
+
+
+def extreme_eigenpairs(matvec: Matvec, dim: int, k: int = 1, tol: float = 1e-4, max_steps: int = 100,
+                       seed: int = 0, device: torch.device | str = "cpu") -> Eigenpairs:
+    """λmax (and the k largest) and λmin of a symmetric operator, by Lanczos.
+
+    Converged when each wanted Ritz pair's residual ‖Hx − θx‖ is at most
+    ``tol``·max|θ| (max|θ| estimates ‖H‖), which bounds each eigenvalue's error
+    by ``tol``·‖H‖ -- the error of |λmin/λmax| by about ``tol`` -- and in
+    practice by far less: the error goes with the residual squared.
+    The start vector is a seeded Gaussian drawn on the CPU, so every process
+    of a sharded job runs the same iteration.
+    """
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    start = torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+    def top(m: int) -> list[int]:
+        return list(range(m - 1, max(m - 1 - k, -1), -1))
+
+    def converged(run: LanczosRun) -> bool:
+        theta, _, residuals = run.ritz()
+        scale = float(theta.abs().max())
+        return len(theta) > k and all(float(residuals[i]) <= tol * scale for i in top(len(theta)) + [0])
+
+    run = lanczos(matvec, start.to(device), max_steps, converged)
+    theta, s, residuals = run.ritz()
+    wanted = top(len(theta)) + [0]
+    vectors = run.vectors(s, wanted)
+    exact = len(theta) == dim or float(run.betas[-1]) <= 1e-12 * float(theta.abs().max())
+    return Eigenpairs([float(theta[i]) for i in wanted[:-1]], vectors[:-1], float(theta[0]), vectors[-1],
+                      [float(residuals[i]) for i in wanted], len(theta), exact or converged(run))
+
+
+def hutchinson_trace(matvec: Matvec, dim: int, samples: int = 100, seed: int = 0,
+                     device: torch.device | str = "cpu") -> tuple[float, float]:
+    """tr(H) as the mean of vᵀHv over Rademacher probes v, and the standard error of that mean."""
+    generator = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(samples):
+        v = (torch.randint(0, 2, (dim,), generator=generator, dtype=torch.float64) * 2 - 1).to(device)
+        values.append(float(torch.dot(v, matvec(v))))
+    estimates = torch.tensor(values, dtype=torch.float64)
+    error = float(estimates.std() / math.sqrt(samples)) if samples > 1 else float("inf")
+    return float(estimates.mean()), error
+
+
+def spectral_density(matvec: Matvec, dim: int, runs: int = 1, steps: int = 90, seed: int = 0,
+                     device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Stochastic Lanczos quadrature: nodes and weights (runs × steps) of the spectral measure.
+
+    Each run starts Lanczos from a Rademacher vector; the Ritz values are the
+    nodes and the squared first components of the Ritz vectors their weights,
+    so each run's weights sum to 1 and Σ wᵢ f(θᵢ) estimates tr f(H)/dim.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    nodes, weights = [], []
+    steps = min(steps, dim)
+    for _ in range(runs):
+        v = torch.randint(0, 2, (dim,), generator=generator, dtype=torch.float64) * 2 - 1
+        run = lanczos(matvec, v.to(device), steps)
+        theta, s = torch.linalg.eigh(run.tridiagonal())
+        pad = steps - len(theta)  # an invariant Krylov space ends a run early: zero-weight padding
+        nodes.append(torch.cat([theta, theta.new_full((pad,), float(theta[-1]))]))
+        weights.append(torch.cat([s[0] ** 2, s.new_zeros(pad)]))
+    return torch.stack(nodes), torch.stack(weights)
+
+
+def density_on_grid(nodes: torch.Tensor, weights: torch.Tensor, points: int = 10000,
+                    sigma_squared: float = 1e-5, margin: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spectral density smoothed by a Gaussian, on a grid spanning the nodes (PyHessian's picture).
+
+    The kernel's variance is ``sigma_squared``·max(1, range of the nodes), the
+    grid reaches ``margin`` beyond the extreme nodes, and the density integrates to 1 over it.
+    """
+    lo, hi = float(nodes.min()) - margin, float(nodes.max()) + margin
+    grid = torch.linspace(lo, hi, points, dtype=torch.float64)
+    sigma = math.sqrt(sigma_squared * max(1.0, hi - lo))
+    density = torch.zeros(points, dtype=torch.float64)
+    for theta, w in zip(nodes.double(), weights.double()):
+        kernel = torch.exp(-((grid[:, None] - theta[None, :]) ** 2) / (2 * sigma ** 2))
+        density += kernel @ w / (sigma * math.sqrt(2 * math.pi))
+    density /= len(nodes)
+    total = torch.trapezoid(density, grid)
+    return grid, density / total if total > 0 else density
+
+
+HESSIAN_METRICS = ("max_eig", "min_eig", "eig_ratio")  # the reference's dataset names, and |λmin/λmax|
+
+
+class PointCurvature:
+    """``max_eig``, ``min_eig`` and ``eig_ratio`` of the Hessian at whatever point the model is set to.
+
+    ``batches`` streams the split the Hessian is taken on (device-resident,
+    as for loss points); the same seeded start vector is used at every point,
+    so a point's values do not depend on which rank computed it or when.
+    """
+
+    def __init__(self, net: torch.nn.Module, batches: Batches, task: Task | None = None,
+                 ignore: str = "biasbn", tol: float = 1e-3, max_steps: int = 100, seed: int = 0):
+        self.hessian = Hessian(net, covered_parameters(net, ignore), batches, task)
+        self.tol, self.max_steps, self.seed = tol, max_steps, seed
+
+    def __call__(self) -> dict[str, float]:
+        pairs = extreme_eigenpairs(self.hessian, self.hessian.dim, 1, self.tol, self.max_steps,
+                                   self.seed, self.hessian.device)
+        ratio = abs(pairs.min_value / pairs.max_value) if pairs.max_value != 0 else float("inf")
+        return {"max_eig": pairs.max_value, "min_eig": pairs.min_value, "eig_ratio": ratio}
+
+    @classmethod
+    def of_evaluator(cls, evaluator: PointEvaluator, split: str, ignore: str, tol: float,
+                     max_steps: int, seed: int) -> "PointCurvature":
+        """Curvature on ``split`` of a PointEvaluator's model and resident data (its point, its device).
+
+        On a GPU the batch is the largest whose Hessian-vector product fits
+        (double backward takes several times the memory of a forward pass).
+        """
+        start, end = evaluator.data.split(split)
+        size = evaluator.batch_size
+
+        def batches():
+            return ((x, t) for x, t, _ in evaluator.data.batches(size, start, end))
+
+        curvature = cls(evaluator.net, batches, evaluator.task, ignore, tol, max_steps, seed)
+        if evaluator.device.type == "cuda" and evaluator.fixed_batch_size is None:
+            probe = torch.zeros(curvature.hessian.dim, dtype=torch.float64, device=evaluator.device)
+
+            def product_fits(batch: int) -> None:
+                stop = min(start + batch, end)
+                one_batch = lambda: ((x, t) for x, t, _ in evaluator.data.batches(batch, start, stop))  # noqa: E731
+                Hessian(evaluator.net, curvature.hessian.params, one_batch, evaluator.task)(probe)
+                torch.cuda.synchronize(evaluator.device)
+
+            size = largest_fitting_batch(product_fits, size, release=torch.cuda.empty_cache)
+        return curvature
