@@ -1,14 +1,17 @@
-"""Datasets as whole-split tensors: CIFAR-10 from a local folder, the built-in demo data,
-and a user's own ``package.module:factory``.
+"""Datasets as whole-split tensors: CIFAR-10 from a local folder, image folders, the
+built-in demo data, and a user's own ``package.module:factory``.
 
 Every split is materialized once per rank as an (inputs, targets) pair in a
 fixed order, so the evaluator can keep it on the device and never touches a
 DataLoader per grid point. Transforms are the deterministic evaluation ones.
+In a group of K ranks per point each rank converts and keeps only its 1/K
+shard; images can stay uint8 (``uint8=True``) and are normalized per batch.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -16,7 +19,7 @@ import torch
 from torchvision.datasets import CIFAR10
 
 from .errors import LandscapeError
-from .evaluate import SplitData
+from .evaluate import PixelNorm, SplitData
 from .task import import_factory, map_tensors, tensors_of
 
 SPLITS = ("train", "test")
@@ -24,30 +27,105 @@ SPLITS = ("train", "test")
 CIFAR10_MEAN = tuple(v / 255.0 for v in (125.3, 123.0, 113.9))
 CIFAR10_STD = tuple(v / 255.0 for v in (63.0, 62.1, 66.7))
 DEMO_CLASSES = 3
+IMAGE_FOLDER_PREFIX = "imagefolder:"
+DEFAULT_IMAGE_SIZE = 224
 
 
 def load_splits(dataset: str, splits: list[str], datapath: str = "cifar10/data",
                 raw_data: bool = False, data_split: int = 1, seed: int = 0,
-                download: bool = False) -> dict[str, SplitData]:
-    """Load the requested splits of ``dataset`` ("cifar10", "demo" or "module:factory")."""
+                download: bool = False, shard: int = 0, shards: int = 1, uint8: bool = False,
+                image_size: int = DEFAULT_IMAGE_SIZE, cache_dir: str | None = None) -> dict[str, SplitData]:
+    """Load this rank's shard of the requested splits of ``dataset``.
+
+    ``dataset`` is "cifar10", "demo", "imagefolder:PATH" or "module:factory".
+    With ``shards`` K > 1 only samples shard/K of each split (after
+    ``data_split``) are converted and kept. With ``uint8`` images stay uint8
+    and are normalized per batch on the device; otherwise they are float32.
+    """
     for split in splits:
         if split not in SPLITS:
             raise LandscapeError(f"--splits: unknown split {split!r}; use train, test or train,test")
+    if data_split < 1:
+        raise LandscapeError(f"--data_split must be at least 1, got {data_split}")
+
+    kept = Selection(data_split, seed, shard, shards)
     if dataset == "cifar10":
-        loaded = {s: _cifar10(datapath, s == "train", raw_data, download) for s in splits}
+        loaded = {s: _cifar10(datapath, s == "train", raw_data, download, kept) for s in splits}
+    elif dataset.startswith(IMAGE_FOLDER_PREFIX):
+        from .image_folder import load_image_folder
+
+        root = dataset[len(IMAGE_FOLDER_PREFIX):]
+        loaded = {s: load_image_folder(root, s, kept, image_size, raw_data, cache_dir) for s in splits}
     elif dataset == "demo":
-        loaded = {s: demo_split(s) for s in splits}
+        loaded = {s: kept.rows(demo_split(s)) for s in splits}
     elif ":" in dataset:
-        loaded = _user_splits(dataset, splits)
+        loaded = {s: kept.rows(d) for s, d in _user_splits(dataset, splits).items()}
     else:
         raise LandscapeError(
-            f"--dataset {dataset!r}: use cifar10, demo, or package.module:factory for your own data"
+            f"--dataset {dataset!r}: use cifar10, demo, imagefolder:PATH, or package.module:factory "
+            f"for your own data"
         )
-    return {s: _subset(d, data_split, seed) for s, d in loaded.items()}
+    for name, data in loaded.items():
+        if len(data) == 0:
+            raise LandscapeError(f"the {name} split has fewer samples than --ranks_per_point {shards}")
+    if not uint8:
+        loaded = {s: SplitData(d.float_inputs().contiguous(), d.targets, None, d.whole_size) if d.pixel_norm
+                  else d for s, d in loaded.items()}
+    return loaded
 
 
-def _cifar10(root: str, train: bool, raw_data: bool, download: bool) -> SplitData:
-    """One CIFAR-10 split through torchvision's loader, normalized as for evaluation."""
+@dataclass(frozen=True)
+class Selection:
+    """Which samples of a split one rank keeps, in ascending order.
+
+    ``data_split`` first keeps a fixed random 1/N of the split (for quick
+    previews); shard i of K is then the i-th of K contiguous, nearly equal
+    ranges of what is kept, so the shards of a group are the whole selection.
+    """
+
+    data_split: int = 1
+    seed: int = 0
+    shard: int = 0
+    shards: int = 1
+
+    def chosen(self, n: int) -> np.ndarray:
+        """The samples of a split of ``n`` that all shards together keep."""
+        if self.data_split == 1:
+            return np.arange(n)
+        keep = max(1, n // self.data_split)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))[:keep]
+        return order.sort().values.numpy()
+
+    def indices(self, n: int) -> np.ndarray:
+        """The samples of a split of ``n`` that this shard keeps."""
+        chosen = self.chosen(n)
+        m = len(chosen)
+        return chosen[self.shard * m // self.shards:(self.shard + 1) * m // self.shards]
+
+    def whole(self, n: int) -> int | None:
+        """Samples of all shards together, or None when this shard is the whole split."""
+        return None if self.data_split == 1 and self.shards == 1 else len(self.chosen(n))
+
+    def rows(self, data: SplitData) -> SplitData:
+        """This shard of a split loaded whole."""
+        if self.data_split == 1 and self.shards == 1:
+            return data
+        keep = torch.from_numpy(self.indices(len(data)))
+        return SplitData(map_tensors(lambda t: t[keep], data.inputs), data.targets[keep], data.pixel_norm,
+                         self.whole(len(data)))
+
+    def key(self) -> str:
+        """A name for this selection, unique among selections (cache files)."""
+        return f"split{self.data_split}-seed{self.seed}-shard{self.shard}of{self.shards}"
+
+
+def shard_sizes(n: int, shards: int) -> list[int]:
+    """The sizes of the ``shards`` shards of a selection of ``n`` samples (see ``Selection``)."""
+    return [(i + 1) * n // shards - i * n // shards for i in range(shards)]
+
+
+def _cifar10(root: str, train: bool, raw_data: bool, download: bool, kept: Selection) -> SplitData:
+    """This rank's shard of one CIFAR-10 split through torchvision's loader, as uint8 images."""
     try:
         ds = local_cifar10(root, train, download)
     except RuntimeError:
@@ -55,17 +133,20 @@ def _cifar10(root: str, train: bool, raw_data: bool, download: bool) -> SplitDat
             f"CIFAR-10 not found or incomplete under --datapath {root}. Put the "
             f"extracted 'cifar-10-batches-py' folder there, or add --download once to fetch it"
         ) from None
-    return SplitData(cifar_inputs(ds.data, raw_data), torch.tensor(ds.targets, dtype=torch.int64))
+    keep = kept.indices(len(ds.data))
+    pixels = torch.from_numpy(ds.data[keep]).permute(0, 3, 1, 2).contiguous()
+    targets = torch.tensor(ds.targets, dtype=torch.int64)[torch.from_numpy(keep)]
+    return SplitData(pixels, targets, cifar_norm(raw_data), kept.whole(len(ds.data)))
+
+
+def cifar_norm(raw_data: bool = False) -> PixelNorm:
+    """The evaluation transform of the paper's CIFAR-10 networks (ToTensor only with ``raw_data``)."""
+    return PixelNorm((0.0,) * 3, (1.0,) * 3) if raw_data else PixelNorm(CIFAR10_MEAN, CIFAR10_STD)
 
 
 def cifar_inputs(pixels: np.ndarray, raw_data: bool = False) -> torch.Tensor:
     """uint8 HWC images as one NCHW float tensor: ToTensor() then Normalize(), for all at once."""
-    inputs = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255)
-    if not raw_data:
-        mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
-        inputs = inputs.sub(mean).div(std)
-    return inputs.contiguous()
+    return cifar_norm(raw_data).apply(torch.from_numpy(pixels).permute(0, 3, 1, 2)).contiguous()
 
 
 class LocalCIFAR10(CIFAR10):
@@ -192,14 +273,3 @@ def _compact(t: torch.Tensor) -> torch.Tensor:
             return t.to(dtype).contiguous()
     return t.long().contiguous()
 
-
-def _subset(data: SplitData, data_split: int, seed: int) -> SplitData:
-    """A fixed random 1/``data_split`` of the split (kept in ascending order) for quick previews."""
-    if data_split < 1:
-        raise LandscapeError(f"--data_split must be at least 1, got {data_split}")
-    if data_split == 1:
-        return data
-    keep = max(1, len(data) // data_split)
-    chosen = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:keep]
-    chosen = chosen.sort().values
-    return SplitData(map_tensors(lambda t: t[chosen], data.inputs), data.targets[chosen])

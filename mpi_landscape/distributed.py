@@ -24,6 +24,16 @@ of them, so the entry point prints one line and every rank exits normally.
 During the grid a worker's failure travels to rank 0 as a message; rank 0
 prints it and ends the job (``end_job``): MPI_Abort, which under MPICH can
 return to Python, then ``os._exit`` so nothing goes on.
+
+Groups (``--ranks_per_point K``): the ranks that evaluate are split into
+groups of K consecutive ranks, each holding a 1/K shard of the data. The
+coordinator sees only the group leaders (rank 0 leads group 0 when it
+evaluates). A leader passes each point to its members (a broadcast on the
+group's communicator), every member evaluates its shard into named sums, and
+the sums are reduced in float64 to the leader, which turns them into the
+point's metrics and reports them like any worker. A signal on a member rides
+on that reduction to its leader; a member's failure goes straight to rank 0,
+which ends the job while the leader waits in the reduction.
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ STOP, FAREWELL = "stop", "farewell"
 IDLE_SLEEP = 0.0005  # seconds between polls while waiting; keeps oversubscribed ranks polite
 CHUNKS_PER_RANK = 4  # aim for this many chunks per evaluating rank, for balance at the end
 MAX_CHUNK = 16
+NO_POINT = -1  # a leader's "no more points" to its members
 
 FAILED_WORKER_GRACE = 30  # seconds a failed worker waits for rank 0 to end the job before it does
 EXIT_USER_ERROR, EXIT_BUG = 2, 1
@@ -60,6 +71,7 @@ _stop = threading.Event()  # signals are per process, so is the stop request
 
 PointFn = Callable[[int], Mapping[str, float]]
 ResultFn = Callable[[int, Mapping[str, float]], None]
+FinishFn = Callable[[Mapping[str, float]], Mapping[str, float]]
 
 
 @dataclass
@@ -71,6 +83,138 @@ class RunStats:
     coordinator_seconds: float = 0.0  # rank 0's time spent serving messages
     points_by_rank: dict[int, int] = field(default_factory=dict)
     stopped_early: bool = False
+
+
+@dataclass(frozen=True)
+class GroupLayout:
+    """How ``size`` ranks form groups of ``ranks_per_point`` consecutive ranks.
+
+    With ``coordinator_only`` rank 0 belongs to no group and ranks 1.. form
+    the groups; otherwise rank 0 leads group 0. Consecutive ranks share a
+    node when the launcher places ranks node by node (mpirun and srun's
+    default block distribution) and K divides the ranks per node.
+    """
+
+    size: int
+    ranks_per_point: int = 1
+    coordinator_only: bool = False
+
+    def __post_init__(self) -> None:
+        k, evaluating = self.ranks_per_point, self.size - self.first
+        if k < 1:
+            raise LandscapeError(f"--ranks_per_point must be at least 1, got {k}")
+        if evaluating < 1 or evaluating % k:
+            whom = "ranks 1.. (rank 0 only coordinates)" if self.coordinator_only else "the ranks"
+            raise LandscapeError(f"--ranks_per_point {k} must divide the number of {whom}, "
+                                 f"{evaluating} here: launch {self.first + k * max(1, -(-evaluating // k))} "
+                                 f"ranks, or choose another K")
+
+    @property
+    def first(self) -> int:
+        """The lowest rank that evaluates points."""
+        return 1 if self.coordinator_only and self.size > 1 else 0
+
+    @property
+    def groups(self) -> int:
+        return (self.size - self.first) // self.ranks_per_point
+
+    @property
+    def leaders(self) -> list[int]:
+        return [self.first + g * self.ranks_per_point for g in range(self.groups)]
+
+    def group_of(self, rank: int) -> int | None:
+        """The group ``rank`` evaluates in, or None for a coordinator that only coordinates."""
+        return None if rank < self.first else (rank - self.first) // self.ranks_per_point
+
+    def shard_of(self, rank: int) -> int:
+        """Which 1/K of the data ``rank`` holds (a lone coordinator holds the first, for its checks)."""
+        return 0 if rank < self.first else (rank - self.first) % self.ranks_per_point
+
+
+class Group:
+    """This rank's group: its shard of the data, and the point-by-point protocol inside it.
+
+    The leader drives: ``reduced`` wraps the shard's sums into a point
+    function for the coordinator's protocol; members run ``follow``. With
+    K = 1 there is no communicator and a point is its own shard.
+    """
+
+    def __init__(self, ctx: "Context", layout: GroupLayout):
+        self.ctx, self.layout = ctx, layout
+        self.index = layout.group_of(ctx.rank)
+        self.shard, self.shards = layout.shard_of(ctx.rank), layout.ranks_per_point
+        self.comm = None
+        if ctx.comm is not None and ctx.size > 1 and layout.ranks_per_point > 1:
+            from mpi4py import MPI
+
+            color = MPI.UNDEFINED if self.index is None else self.index
+            comm = ctx.comm.Split(color, key=ctx.rank)
+            self.comm = None if comm == MPI.COMM_NULL else comm
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this rank talks to the coordinator for its group (rank 0 always does)."""
+        return self.ctx.rank == 0 or self.shard == 0
+
+    def reduced(self, shard_sums: PointFn, finish: FinishFn) -> PointFn:
+        """The leader's point function: members evaluate the same point, sums are added in float64."""
+        if self.comm is None:
+            return lambda index: finish(shard_sums(index))
+
+        def point(index: int) -> Mapping[str, float]:
+            self._pass_on(index)
+            return finish(self._reduce(shard_sums(index)))
+
+        return point
+
+    def follow(self, shard_sums: PointFn) -> None:
+        """A member's loop: evaluate each point the leader passes on, until it passes None."""
+        while (index := self._pass_on(None)) is not None:
+            try:
+                sums = shard_sums(index)
+            except Exception as exc:
+                _report_failure(self.ctx, exc)
+            self._reduce(sums)
+
+    def close(self) -> None:
+        """The leader: tell the members there are no more points. Every member: free the group's
+        communicator together, once its points are done.
+
+        Left to the garbage collector at exit, a member could wait there for
+        a leader that has already gone.
+        """
+        if self.comm is not None:
+            if self.is_leader:
+                self._pass_on(None)
+            _wait_politely(self.comm.Ibarrier())
+            self.comm.Free()
+            self.comm = None
+
+    def _pass_on(self, index: int | None) -> int | None:
+        """The leader's next point (None: no more) at every member of the group."""
+        buffer = np.array([NO_POINT if index is None else index], dtype=np.int64)
+        _wait_politely(self.comm.Ibcast(buffer, root=0))
+        return None if buffer[0] == NO_POINT else int(buffer[0])
+
+    def _reduce(self, sums: Mapping[str, float]) -> dict[str, float]:
+        """The group's sums at its leader, in float64, and the stop request of any member with them."""
+        from mpi4py import MPI
+
+        names = sorted(sums)
+        mine = np.array([sums[n] for n in names] + [float(self.ctx.stop_requested)], dtype=np.float64)
+        total = np.empty_like(mine)
+        _wait_politely(self.comm.Ireduce(mine, total, op=MPI.SUM, root=0))
+        if self.comm.Get_rank() != 0:
+            return {}
+        if total[-1]:
+            self.ctx.request_stop()
+        return dict(zip(names, total[:-1].tolist()))
+
+
+def _wait_politely(request) -> None:
+    """Wait for a nonblocking MPI operation, polling: a blocking one would spin a core meanwhile."""
+    while not request.Test():
+        time.sleep(IDLE_SLEEP)
 
 
 class Context:
@@ -220,14 +364,32 @@ class Context:
         finally:
             os._exit(code)
 
+    def groups(self, ranks_per_point: int = 1, coordinator_only: bool = False) -> Group:
+        """This rank's group of ``ranks_per_point`` ranks (collective: every rank calls it)."""
+        group = Group(self, GroupLayout(self.size, ranks_per_point, coordinator_only))
+        if group.comm is not None and self.is_root:
+            from mpi4py import MPI
+
+            if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
+                raise LandscapeError("--ranks_per_point > 1 with rank 0 evaluating needs an MPI with "
+                                     "MPI_THREAD_MULTIPLE; add --coordinator_only (and one rank more)")
+        return group
+
     def run_grid(self, todo: np.ndarray, evaluate_point: PointFn, on_result: ResultFn,
-                 coordinator_evaluates: bool = True) -> RunStats:
-        """Evaluate every flat index of ``todo`` somewhere; ``on_result`` runs on rank 0."""
+                 coordinator_evaluates: bool = True, group: Group | None = None) -> RunStats:
+        """Evaluate every flat index of ``todo`` somewhere; ``on_result`` runs on rank 0.
+
+        Called by rank 0 and the group leaders (every rank without ``group``);
+        a leader's ``evaluate_point`` is its group's (``Group.reduced``).
+        """
         if self.size == 1:
             return self._run_alone(todo, evaluate_point, on_result)
+        leaders = group.layout.leaders if group else list(range(self.size))
+        leave_group = group.close if group else lambda: None
         if self.is_root:
-            return _Coordinator(self, todo, evaluate_point, on_result, coordinator_evaluates).run()
-        _work(self, evaluate_point)
+            return _Coordinator(self, todo, evaluate_point, on_result, coordinator_evaluates,
+                                [r for r in leaders if r != 0], leave_group).run()
+        _work(self, evaluate_point, leave_group)
         return RunStats()
 
     def _run_alone(self, todo, evaluate_point, on_result) -> RunStats:
@@ -251,12 +413,13 @@ class _Coordinator:
     its next chunk. Only this (main) thread makes MPI calls.
     """
 
-    def __init__(self, ctx: Context, todo, evaluate_point, on_result, evaluates: bool):
+    def __init__(self, ctx: Context, todo, evaluate_point, on_result, evaluates: bool,
+                 workers: list[int], release: Callable[[], None]):
         self.ctx, self.comm = ctx, ctx.comm
         self.queue = deque(int(i) for i in todo)
         self.evaluate_point, self.on_result = evaluate_point, on_result
-        self.evaluates = evaluates
-        self.active = set(range(1, ctx.size))
+        self.evaluates, self.release = evaluates, release
+        self.active = set(workers)
         self.outstanding = {r: 0 for r in self.active}  # points handed out, not yet returned
         self.held: set[int] = set()  # workers whose request for more waits (see _answer_held)
         self.told_to_stop: set[int] = set()
@@ -264,7 +427,7 @@ class _Coordinator:
 
     def run(self) -> RunStats:
         start = time.perf_counter()
-        local = _LocalEvaluator(self.evaluate_point) if self.evaluates else None
+        local = _LocalEvaluator(self.evaluate_point, self.release) if self.evaluates else None
         try:
             while self.active or (local and local.busy) or (local and self.queue and not self.stopping):
                 self._serve_messages()
@@ -272,14 +435,19 @@ class _Coordinator:
                 self._answer_held()
                 if local and not local.busy and self.queue and not self.stopping:
                     local.submit(self.queue.popleft())
+                elif local and not local.busy:
+                    local.close(wait=False)  # nothing more for rank 0: its group's members leave now
                 finished = local.result(timeout=IDLE_SLEEP) if local and local.busy else None
                 if finished is not None:
                     self._record(0, *finished)
                 elif not local or not local.busy:
                     time.sleep(IDLE_SLEEP)
-        finally:
+        except BaseException:
             if local:
-                local.close()
+                local.close(wait=False)  # its thread may wait on a failed member: do not join it
+            raise
+        if local:
+            local.close()
         self.stats.wall_seconds = time.perf_counter() - start
         self.stats.stopped_early = self.stopping
         return self.stats
@@ -357,22 +525,28 @@ class _Coordinator:
 
 
 class _LocalEvaluator:
-    """Rank 0's own evaluation: one point at a time in a thread, results handed back in order."""
+    """Rank 0's own evaluation: one point at a time in a thread, results handed back in order.
 
-    def __init__(self, evaluate_point: PointFn):
+    When rank 0 leads a group, the thread also makes the group's MPI calls
+    (MPI_THREAD_MULTIPLE) and releases its members once closed.
+    """
+
+    def __init__(self, evaluate_point: PointFn, release: Callable[[], None]):
         self._inbox: queue.Queue = queue.Queue()
         self._outbox: queue.Queue = queue.Queue()
-        self.busy = False
-        self._thread = threading.Thread(target=self._loop, args=(evaluate_point,),
+        self.busy = self._closed = False
+        self._thread = threading.Thread(target=self._loop, args=(evaluate_point, release),
                                         name="rank0-evaluator", daemon=True)
         self._thread.start()
 
-    def _loop(self, evaluate_point: PointFn) -> None:
+    def _loop(self, evaluate_point: PointFn, release: Callable[[], None]) -> None:
         while (index := self._inbox.get()) is not None:
             try:
                 self._outbox.put((index, evaluate_point(index), None))
             except BaseException as exc:  # handed to the coordinator, which re-raises it
                 self._outbox.put((index, None, exc))
+                return
+        release()
 
     def submit(self, index: int) -> None:
         self.busy = True
@@ -389,12 +563,21 @@ class _LocalEvaluator:
             raise error
         return index, values
 
-    def close(self) -> None:
-        self._inbox.put(None)
+    def close(self, wait: bool = True) -> None:
+        """No more points; with ``wait``, return once the group's members are released."""
+        if not self._closed:
+            self._closed = True
+            self._inbox.put(None)
+        if wait:
+            self._thread.join()
 
 
-def _work(ctx: Context, evaluate_point: PointFn) -> None:
-    """A worker's loop: keep one chunk in hand and the next one on its way."""
+def _work(ctx: Context, evaluate_point: PointFn, leave_group: Callable[[], None]) -> None:
+    """A worker's loop: keep one chunk in hand and the next one on its way.
+
+    A group's leader lets its members go (``leave_group``) before it says
+    goodbye, so that they have left before rank 0 ends the job.
+    """
     comm = ctx.comm
 
     def request() -> None:
@@ -423,6 +606,7 @@ def _work(ctx: Context, evaluate_point: PointFn) -> None:
             comm.send(("result", int(index), _evaluate_or_report(ctx, evaluate_point, int(index))),
                       dest=0, tag=TAG_TO_COORDINATOR)
         chunk = receive_chunk()
+    leave_group()
     comm.send(("bye", ctx.stop_requested), dest=0, tag=TAG_TO_COORDINATOR)
     while comm.recv(source=0, tag=TAG_STOP) != FAREWELL:
         pass  # a STOP sent while we finished
@@ -433,10 +617,15 @@ def _evaluate_or_report(ctx: Context, evaluate_point: PointFn, index: int) -> di
     try:
         return dict(evaluate_point(index))
     except Exception as exc:
-        code, text = describe_failure(ctx.rank, exc)
-        ctx.comm.send(("failed", code, text), dest=0, tag=TAG_TO_COORDINATOR)
-        time.sleep(FAILED_WORKER_GRACE)  # rank 0 ends the job meanwhile
-        ctx.end_job(code, text)
+        _report_failure(ctx, exc)
+
+
+def _report_failure(ctx: Context, exc: Exception) -> None:
+    """Send rank 0 the report of ``exc`` to print, and wait for it to end the job; never returns."""
+    code, text = describe_failure(ctx.rank, exc)
+    ctx.comm.send(("failed", code, text), dest=0, tag=TAG_TO_COORDINATOR)
+    time.sleep(FAILED_WORKER_GRACE)  # rank 0 ends the job meanwhile
+    ctx.end_job(code, text)
 
 
 class JobFailed(Exception):

@@ -23,10 +23,10 @@ import torch
 
 from . import __version__
 from .curvature import HESSIAN_METRICS, PointCurvature
-from .data import load_splits
+from .data import load_splits, shard_sizes
 from .directions import (create_directions, describe_directions, fingerprint, load_directions,
                          save_directions)
-from .distributed import Context, RunStats
+from .distributed import Context, GroupLayout, RunStats
 from .errors import LandscapeError, require_folder
 from .evaluate import PointEvaluator, SplitData, check_low_memory
 from .task import make_task, metric_names
@@ -60,19 +60,19 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
     held: dict = {}
 
     def prepare() -> str:
-        _check_request(config, grid)
-        inputs, dir_file = _load_inputs(config, create_missing=True)
+        _check_request(config, grid, ctx)
+        inputs, dir_file = _load_inputs(config, shard=0, create_missing=True)
         held["inputs"] = inputs
         return dir_file
 
     def build_evaluator() -> PointEvaluator:
         # rank 0 has downloaded the data if it had to: the others only read it
         inputs = (held["inputs"] if ctx.is_root else
-                  _load_inputs(dataclasses.replace(config, download=False), dir_file=dir_file)[0])
+                  _load_inputs(dataclasses.replace(config, download=False), group.shard, dir_file=dir_file)[0])
         evaluator = PointEvaluator(inputs.net, config.dir_type, inputs.x, inputs.y, inputs.splits,
                                    config.loss_name, config.batch_size, ctx.device(), config.precision,
                                    config.compile, config.bn, config.bn_batch_size, task=config.task,
-                                   low_memory=config.low_memory)
+                                   low_memory=config.low_memory, stream=config.stream)
         if config.compile:
             evaluator.warm_up()
         return evaluator
@@ -85,6 +85,7 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
         return writer.remaining(grid.coarse_to_fine())
 
     dir_file = ctx.from_root(prepare)
+    group = ctx.on_every_rank(lambda: ctx.groups(config.ranks_per_point, config.coordinator_only))
     with ctx.abort_on_error(), ctx.stop_on_signals():
         evaluator = ctx.on_every_rank(build_evaluator)
         todo = ctx.from_root(open_surface)  # only a request every rank can compute touches the file
@@ -93,12 +94,21 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
                                                  config.hessian_tol, config.hessian_max_iter, config.seed)
                      if config.hessian else None)
 
+        def shard_sums(index: int) -> dict[str, float]:
+            return evaluator.sums(*grid.point(index))
+
+        if not group.is_leader:
+            group.follow(shard_sums)
+            group.close()
+            return RunStats(stopped_early=ctx.from_root(lambda: None))  # every rank exits alike
+        reduced = group.reduced(shard_sums, evaluator.finish)
+
         def evaluate_point(index: int) -> dict[str, float]:
-            values = evaluator(*grid.point(index))
+            values = reduced(index)
             return {**values, **curvature()} if curvature else values
 
         if not ctx.is_root:
-            ctx.run_grid(todo, evaluate_point, on_result=None)
+            ctx.run_grid(todo, evaluate_point, on_result=None, group=group)
             return RunStats(stopped_early=ctx.from_root(lambda: None))  # every rank exits alike
         writer = held["writer"]
         if config.precision != "fp32":
@@ -108,7 +118,7 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
                 writer.record(index, values)
                 bar.update(1)
 
-            stats = ctx.run_grid(todo, evaluate_point, on_result, not config.coordinator_only)
+            stats = ctx.run_grid(todo, evaluate_point, on_result, not config.coordinator_only, group)
         stats.stopped_early = stats.stopped_early and not writer.done.all()
         writer.close(_timings(stats, ctx, evaluator))
         _summary(stats, ctx, writer)
@@ -116,11 +126,18 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
         return stats
 
 
-def _check_request(config, grid: Grid) -> None:
+def _check_request(config, grid: Grid, ctx: Context) -> None:
     """Refuse, before anything is loaded or written, a request that cannot be computed here."""
     if config.hessian and config.dir_type != "weights":
         raise LandscapeError("--hessian is the Hessian with respect to the parameters: use --dir_type weights")
+    if config.hessian and config.ranks_per_point > 1:
+        raise LandscapeError("--hessian takes each point's Hessian on one rank: it cannot be combined "
+                             "with --ranks_per_point > 1")
     check_low_memory(config.low_memory, config.precision)
+    GroupLayout(ctx.size, config.ranks_per_point, config.coordinator_only)  # raises if K does not fit
+    if config.ranks_per_point > 1 and config.bn == "recompute":
+        raise LandscapeError("--bn recompute needs the whole train split on every rank: it cannot be "
+                             "combined with --ranks_per_point > 1")
     limit = float(np.finfo(np.float32).max)
     for flag, axis in (("--x", grid.x), ("--y", grid.y)):
         if axis is not None and max(abs(axis.lo), abs(axis.hi)) > limit:
@@ -150,8 +167,9 @@ def _available_memory() -> int | None:
         return None
 
 
-def _load_inputs(config, create_missing: bool = False, dir_file: str | None = None) -> tuple[Inputs, str]:
-    """θ*, data and directions; rank 0 creates the direction file if needed.
+def _load_inputs(config, shard: int, create_missing: bool = False,
+                 dir_file: str | None = None) -> tuple[Inputs, str]:
+    """θ*, this rank's shard of the data, and directions; rank 0 creates the direction file if needed.
 
     The other models (``--model_file2``/``3``) are loaded only to create
     target directions: once the direction file exists they are not needed.
@@ -160,7 +178,9 @@ def _load_inputs(config, create_missing: bool = False, dir_file: str | None = No
         raise LandscapeError("--model_file is required: the checkpoint of the trained network θ*")
     net = load_network(config.model, config.model_file)
     splits = load_splits(config.dataset, config.split_list, config.datapath, config.raw_data,
-                         config.data_split, config.seed, config.download)
+                         config.data_split, config.seed, config.download, shard=shard,
+                         shards=config.ranks_per_point, uint8=True, image_size=config.image_size,
+                         cache_dir=config.cache_dir)
     dir_file = dir_file or config.resolved_dir_file()
     spec = config.direction_spec
     if os.path.exists(dir_file) or not create_missing:
@@ -184,7 +204,7 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
         "dir_type": config.dir_type, "dataset": config.dataset, "raw_data": config.raw_data,
         "data_split": config.data_split, "loss_name": config.loss_name,
         "precision": config.precision, "bn": config.bn,
-        "dataset_size": {k: len(v) for k, v in inputs.splits.items()},
+        "dataset_size": {k: v.full_size for k, v in inputs.splits.items()},
         **({"task": config.task} if config.task != "classification" else {}),
         **{f"{flag}_sha256": checkpoint_sha256(getattr(config, flag))
            for flag in ("model_file", "model_file2", "model_file3") if getattr(config, flag)},
@@ -200,6 +220,8 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
         "versions": {"mpi_landscape": __version__, "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "precision": config.precision, "ranks": ctx.size, "host": platform.node(),
+        "ranks_per_point": config.ranks_per_point,
+        "shard_sizes": {k: shard_sizes(v.full_size, config.ranks_per_point) for k, v in inputs.splits.items()},
         "directions": describe_directions(dir_file),
     }
     return SurfaceWriter.open(config.resolved_surf_file(), grid.xcoordinates(), grid.ycoordinates(),
@@ -231,6 +253,8 @@ def _timings(stats: RunStats, ctx: Context, evaluator: PointEvaluator) -> dict:
         "warmup_seconds": evaluator.warmup_seconds, "batch_size": evaluator.batch_size,
         "coordinator_seconds": stats.coordinator_seconds, "ranks": ctx.size,
         "device": str(device), "peak_memory_bytes_rank0": int(peak),
+        "data": {"resident": evaluator.data.resident, "chunks": evaluator.data.chunks(evaluator.batch_size),
+                 "bytes_rank0": evaluator.data.nbytes, "dtype": evaluator.data.dtype},
         "points_by_rank": {str(k): v for k, v in stats.points_by_rank.items()},
         "stopped_early": stats.stopped_early}}
 

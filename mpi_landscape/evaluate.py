@@ -46,34 +46,79 @@ CPU_BATCH_INPUT_BYTES = 1.5e6  # on a CPU a batch's inputs this large keep activ
 CPU_BATCH_RANGE = (32, 4096)
 MAX_AUTO_BATCH = 16384  # the largest batch tried on a GPU
 PREFLIGHT_SAMPLES = 8  # the batch of the check before the first point
+STREAM_CHUNK_BYTES = 256 * 2**20  # the most a streamed chunk holds (two are on the device at once)
+SAMPLES_TOTAL = "samples"  # the total of a point's sums that counts the samples evaluated
+MIN_STREAM_CHUNKS = 4  # a streamed split comes in this many chunks at least, so copies overlap compute
+
+
+@dataclass(frozen=True)
+class PixelNorm:
+    """How uint8 images become a network's inputs: ToTensor() (x/255), then Normalize(mean, std).
+
+    Images are kept as uint8 (4× less memory than float32) and converted
+    batch by batch on the device, by the same float32 operations in the same
+    order as converting them all at once.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def apply(self, pixels: torch.Tensor) -> torch.Tensor:
+        """NCHW uint8 pixels as normalized float32 inputs, on their device and in their memory format."""
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(self.mean, device=pixels.device).view(shape)
+        std = torch.tensor(self.std, device=pixels.device).view(shape)
+        return pixels.float().div(255).sub(mean).div(std)
 
 
 @dataclass
 class SplitData:
-    """One split's inputs (a tensor, a dict or a tuple of tensors, one row per sample) and targets."""
+    """One split's inputs (a tensor, a dict or a tuple of tensors, one row per sample) and targets.
+
+    With ``pixel_norm`` the inputs are uint8 images, normalized per batch.
+    """
 
     inputs: Inputs
     targets: torch.Tensor
+    pixel_norm: PixelNorm | None = None
+    whole_size: int | None = None  # samples in the whole split, when this is one rank's shard of it
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
+
+    @property
+    def full_size(self) -> int:
+        """Samples in the whole split (the shards of a group add up to it)."""
+        return len(self) if self.whole_size is None else self.whole_size
+
+    def float_inputs(self) -> Inputs:
+        """The inputs as the network takes them (all at once: for small splits and checks)."""
+        return self.pixel_norm.apply(self.inputs) if self.pixel_norm else self.inputs
 
 
 class StackedSplits:
     """All evaluated splits as one stream of samples, each tagged with its split.
 
     Kept in device memory when it fits (half the free memory at most), else
-    pinned in host memory and copied batch by batch.
+    -- or when ``stream`` forces it -- kept in host memory (pinned where there
+    is a GPU) and streamed in fixed-order chunks of whole batches: the copy of
+    the next chunk (on a CUDA stream of its own) overlaps the compute of the
+    current one, and no DataLoader is built per point. uint8 images stay uint8
+    until a batch is on the device, where ``pixel_norm`` converts it.
     """
 
     def __init__(self, splits: Mapping[str, SplitData], device: torch.device,
-                 channels_last: bool = False, task: Task | None = None):
+                 channels_last: bool = False, task: Task | None = None, stream: bool = False):
         self.names = list(splits)
         self.sizes = [len(s) for s in splits.values()]
         self.ends = list(itertools.accumulate(self.sizes))
         shapes = {tuple(tuple(t.shape[1:]) for t in tensors_of(s.inputs)) for s in splits.values()}
         if len(shapes) > 1:
             raise LandscapeError(f"the splits have inputs of different shapes {sorted(shapes)}")
+        norms = {s.pixel_norm for s in splits.values()}
+        if len(norms) > 1:
+            raise LandscapeError("the splits are normalized differently")
+        self.pixel_norm = norms.pop()
         inputs = _concatenate([s.inputs for s in splits.values()])
         if channels_last:
             inputs = map_tensors(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t,
@@ -82,9 +127,14 @@ class StackedSplits:
         split_ids = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes))
         self.device = device
         nbytes = sum(t.nbytes for t in tensors_of(inputs))
-        self.resident = not (device.type == "cuda" and
-                             nbytes > DEVICE_DATA_FRACTION * torch.cuda.mem_get_info(device)[0])
-        place = (lambda t: t.to(device)) if self.resident else (lambda t: t.pin_memory())
+        self.resident = not stream and not (
+            device.type == "cuda" and nbytes > DEVICE_DATA_FRACTION * torch.cuda.mem_get_info(device)[0])
+        if self.resident:
+            place = lambda t: t.to(device)  # noqa: E731
+        elif torch.cuda.is_available():
+            place = lambda t: t.pin_memory()  # noqa: E731
+        else:
+            place = lambda t: t  # noqa: E731
         self.inputs = map_tensors(place, inputs)
         self.targets, self.split_ids = place(targets), place(split_ids)
 
@@ -93,13 +143,46 @@ class StackedSplits:
 
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None
                 ) -> Iterator[tuple[Inputs, torch.Tensor, torch.Tensor]]:
-        """Fixed-order (inputs, targets, split ids) batches on the device, of samples start..stop."""
+        """Fixed-order (inputs, targets, split ids) batches on the device, of samples start..stop.
+
+        The batches are the same, resident or streamed: chunks hold whole batches.
+        """
         stop = len(self) if stop is None else min(stop, len(self))
-        for start in range(start, stop, batch_size):
-            end = min(start + batch_size, stop)
-            yield (map_tensors(lambda t: t[start:end].to(self.device, non_blocking=True), self.inputs),
-                   self.targets[start:end].to(self.device, non_blocking=True),
-                   self.split_ids[start:end].to(self.device, non_blocking=True))
+        if self.resident:
+            pieces = [(0, (self.inputs, self.targets, self.split_ids))]
+        else:
+            pieces = self._streamed(start, stop, self.chunk_samples(batch_size))
+        for offset, (inputs, targets, split_ids) in pieces:
+            for begin in range(max(start, offset), min(stop, offset + len(targets)), batch_size):
+                a, b = begin - offset, min(begin + batch_size, stop) - offset
+                batch = map_tensors(lambda t: t[a:b].to(self.device, non_blocking=True), inputs)
+                yield (self.pixel_norm.apply(batch) if self.pixel_norm else batch,
+                       targets[a:b].to(self.device, non_blocking=True),
+                       split_ids[a:b].to(self.device, non_blocking=True))
+
+    def _streamed(self, start: int, stop: int, chunk: int):
+        """(offset, tensors) of consecutive chunks on the device; the next is copied while this one computes."""
+        side = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+
+        def fetch(a: int):
+            b = min(a + chunk, stop)
+            with torch.cuda.stream(side) if side else contextlib.nullcontext():
+                return a, (map_tensors(lambda t: t[a:b].to(self.device, non_blocking=True), self.inputs),
+                           self.targets[a:b].to(self.device, non_blocking=True),
+                           self.split_ids[a:b].to(self.device, non_blocking=True))
+
+        offsets = list(range(start, stop, chunk))
+        upcoming = fetch(offsets[0]) if offsets else None
+        for i in range(len(offsets)):
+            offset, tensors = upcoming
+            if side:
+                current = torch.cuda.current_stream(self.device)
+                current.wait_stream(side)
+                for t in [*tensors_of(tensors[0]), *tensors[1:]]:
+                    t.record_stream(current)
+            if i + 1 < len(offsets):
+                upcoming = fetch(offsets[i + 1])
+            yield offset, tensors
 
     def batch_splits(self, batch_size: int) -> Iterator[int | None]:
         """For each batch of ``batches(batch_size)``, the index of the split it lies in, or None
@@ -109,8 +192,29 @@ class StackedSplits:
             yield split if min(start + batch_size, len(self)) <= self.ends[split] else None
 
     def sample_bytes(self) -> int:
-        """Bytes of one sample's inputs."""
-        return sum(t[:1].nbytes for t in tensors_of(self.inputs))
+        """Bytes of one sample's inputs as the network takes them (float32 for uint8 images)."""
+        return sum(t[:1].nbytes for t in tensors_of(self.inputs)) * (4 if self.pixel_norm else 1)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the stored inputs, targets and split ids take."""
+        return sum(t.nbytes for t in [*tensors_of(self.inputs), self.targets, self.split_ids])
+
+    @property
+    def dtype(self) -> str:
+        """The stored inputs' dtype(s), for the record."""
+        return ",".join(str(t.dtype).removeprefix("torch.") for t in tensors_of(self.inputs))
+
+    def chunk_samples(self, batch_size: int) -> int:
+        """Samples per streamed chunk: whole batches, at most STREAM_CHUNK_BYTES, at least MIN_STREAM_CHUNKS chunks."""
+        per_sample = max(1, self.nbytes // max(1, len(self)))
+        by_bytes = max(1, STREAM_CHUNK_BYTES // (per_sample * batch_size))
+        by_count = max(1, len(self) // (MIN_STREAM_CHUNKS * batch_size))
+        return min(by_bytes, by_count) * batch_size
+
+    def chunks(self, batch_size: int) -> int:
+        """How many pieces one pass over the data is copied in (1: resident on the device)."""
+        return 1 if self.resident else math.ceil(len(self) / self.chunk_samples(batch_size))
 
     def split(self, name: str) -> tuple[int, int]:
         """Start and end of split ``name`` in the stream."""
@@ -233,7 +337,7 @@ class PointEvaluator:
                  batch_size: int | None = None, device: torch.device | str = "cpu",
                  precision: str = "fp32", compile: bool = False, bn: str = "eval",
                  bn_batch_size: int = 128, channels_last: bool | None = None,
-                 task: Task | str = "classification", low_memory: bool = False):
+                 task: Task | str = "classification", low_memory: bool = False, stream: bool = False):
         self.task = make_task(task, loss_name)
         check_choice("--precision", precision, PRECISIONS)
         check_low_memory(low_memory, precision)
@@ -254,11 +358,12 @@ class PointEvaluator:
         self.flat = FlatWeights(self.net, dir_type, channels_last, storage)
         self.dx = self.flat.flatten(x)
         self.dy = self.flat.flatten(y) if y is not None else None
-        self.data = StackedSplits(splits, self.device, channels_last, self.task)
+        self.data = StackedSplits(splits, self.device, channels_last, self.task, stream)
         self.precision, self.bn = precision, bn
         self.bn_batch_size = bn_batch_size
         self.forward = torch.compile(self.net) if compile else self.net
         self.fixed_batch_size = batch_size
+        self._integer_totals: set[str] = set()  # totals the task counts in integers (told by _sums)
         self.sample_output_bytes = self._check_one_batch()
         self.batch_size = batch_size or self._largest_batch(precision, self.forward)
         self.warmup_seconds = 0.0
@@ -289,8 +394,26 @@ class PointEvaluator:
 
     def __call__(self, alpha: float, beta: float = 0.0) -> dict[str, float]:
         """Metrics at θ* + α·δ + β·η."""
+        return self.finish(self.sums(alpha, beta))
+
+    def sums(self, alpha: float, beta: float = 0.0) -> dict[str, float]:
+        """The totals behind the metrics at θ* + α·δ + β·η over the data held here (a shard, in a group).
+
+        Named ``<split>/<total>`` plus ``<split>/samples``: the totals
+        of a group's shards add up to those of the whole split.
+        """
         self._move_to(alpha, beta)
-        return self._evaluate(self.precision, self.forward, self.batch_size)
+        return self._sums(self.precision, self.forward, self.batch_size)
+
+    def finish(self, sums: Mapping[str, float]) -> dict[str, float]:
+        """A point's metrics from its totals (``sums``, or their sum over a group), divided once per split."""
+        values = {}
+        for name in self.data.names:
+            totals = {key.partition("/")[2]: value for key, value in sums.items() if key.startswith(name + "/")}
+            n = int(totals.pop(SAMPLES_TOTAL))
+            totals = {k: int(round(v)) if k in self._integer_totals else float(v) for k, v in totals.items()}
+            values.update({f"{name}_{k}": v for k, v in self.task.finish(totals, n).items()})
+        return values
 
     def _move_to(self, alpha: float, beta: float) -> None:
         """Set the model to θ* + α·δ + β·η, and with ``bn="recompute"`` its BatchNorm statistics too."""
@@ -320,9 +443,12 @@ class PointEvaluator:
                   for k in reference if k.endswith("_loss"))
         return {"fp32": reference, self.precision: reduced, "max_relative_loss_gap": gap}
 
-    @torch.inference_mode()
     def _evaluate(self, precision: str, forward, batch_size: int) -> dict[str, float]:
-        """Every split's metrics: per-sample sums added per split on the device, one sync at the end.
+        return self.finish(self._sums(precision, forward, batch_size))
+
+    @torch.inference_mode()
+    def _sums(self, precision: str, forward, batch_size: int) -> dict[str, float]:
+        """Every split's totals: per-sample sums added per split on the device, one sync at the end.
 
         Floating-point sums are added sample by sample in stream order, so a
         split's loss is the same whatever the batch size. A count (an integer
@@ -347,11 +473,12 @@ class PointEvaluator:
                         total.index_add_(0, split_ids, part.long())
         # one sync; int64 sums up to 2**53 are exact in float64
         rows = torch.stack([t.double() for t in totals.values()]).tolist()
-        values = {}
+        self._integer_totals = {key for key, t in totals.items() if not t.is_floating_point()}
+        sums = {}
         for i, (name, n) in enumerate(zip(self.data.names, self.data.sizes)):
-            split_totals = {key: _exact(row[i], totals[key]) for key, row in zip(totals, rows)}
-            values.update({f"{name}_{k}": v for k, v in task.finish(split_totals, n).items()})
-        return values
+            sums.update({f"{name}/{key}": row[i] for key, row in zip(totals, rows)})
+            sums[f"{name}/{SAMPLES_TOTAL}"] = float(n)
+        return sums
 
     def _recompute_batchnorm(self) -> None:
         """Running statistics of every BatchNorm re-estimated on the train split (cumulative mean)."""
@@ -410,7 +537,3 @@ def largest_fitting_batch(try_batch, start: int, release=lambda: None) -> int:
                                      "sample: use a larger GPU, or the CPU (CUDA_VISIBLE_DEVICES=)") from None
             batch //= 2
 
-
-def _exact(value: float, total: torch.Tensor) -> float | int:
-    """A split total as the task sees it: an int for integer sums (counts), else the float."""
-    return float(value) if total.is_floating_point() else int(value)

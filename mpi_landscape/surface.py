@@ -61,6 +61,10 @@ class SurfaceConfig:
     bn_batch_size: int = 128
     seed: int = 123
     coordinator_only: bool = False
+    ranks_per_point: int = 1
+    image_size: int = 224
+    cache_dir: str | None = None
+    stream: bool = False
     hessian: bool = False
     hessian_tol: float = 1e-3
     hessian_max_iter: int = 100
@@ -122,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--same_dir", action="store_true", help="use the x direction as the y direction too")
     add_flag(p, "--dir_file", help="direction file to use or create (default: named after --model_file)")
     add_flag(p, "--surf_file", help="surface file to write or resume (default: named after --dir_file)")
-    add_flag(p, "--dataset", help="cifar10, demo (built in, no download) or package.module:factory")
+    add_flag(p, "--dataset", help="cifar10, demo (built in, no download), imagefolder:PATH (train/ and "
+                                  "val/ or test/, a folder per class) or package.module:factory")
     add_flag(p, "--datapath", help="folder holding cifar-10-batches-py")
     add_flag(p, "--download", action="store_true", help="download CIFAR-10 into --datapath if missing")
     add_flag(p, "--raw_data", action="store_true", help="no input normalization")
@@ -147,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--seed", type=int, help="seed of the random directions")
     add_flag(p, "--coordinator_only", action="store_true",
              help="rank 0 only hands out work and writes results (no evaluation)")
+    add_flag(p, "--ranks_per_point", type=int,
+             help="K: each point is evaluated by a group of K ranks, each holding 1/K of the data "
+                  "(memory per rank falls K-fold; see docs/clusters.md)")
+    add_flag(p, "--image_size", type=int,
+             help="imagefolder: side of the centre crop the images are resized to (ImageNet mean/std)")
+    add_flag(p, "--cache_dir", help="imagefolder: folder for the decoded images (default: beside the data)")
+    add_flag(p, "--stream", action="store_true",
+             help="stream the data from host memory in chunks even when it fits on the device")
     add_flag(p, "--flush_seconds", type=float,
              help="longest time between snapshots of the surface file (and fsyncs of its journal)")
     add_flag(p, "--fsync_every_result", action="store_true",
