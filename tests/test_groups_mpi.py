@@ -27,7 +27,7 @@ rank FAIL_RANK from its FAIL_AFTER-th forward pass on."""
 import os
 import time
 
-import models
+import mpi_landscape_models as models
 
 rank = os.environ.get("PMI_RANK", "0")
 calls = 0

@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
-import models
+import mpi_landscape_models as models
 from mpi_landscape import image_folder, surface
 from mpi_landscape.data import load_splits
 from mpi_landscape.errors import LandscapeError
