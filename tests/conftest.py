@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -87,6 +88,25 @@ def demo_loss(state: dict[str, torch.Tensor], split: str) -> float:
     data = demo_split(split)
     with torch.no_grad():
         return torch.nn.functional.cross_entropy(net.eval()(data.inputs), data.targets).item()
+
+
+def start_surface_job(args, cwd, env, ranks: int = 2) -> subprocess.Popen:
+    """``mpirun -n ranks python -m mpi_landscape.surface args`` started in its own process group,
+    so a test can signal or kill the whole job while it runs."""
+    return subprocess.Popen(module_command("mpi_landscape.surface", *args, ranks=ranks), cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for_points(out, points: int, job: subprocess.Popen, timeout: float = 180) -> None:
+    """Return once the surface file ``out`` holds ``points`` finished points; fail if the job ends first."""
+    from mpi_landscape.store import read_surface
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and job.poll() is None:
+        if out.exists() and read_surface(str(out)).done.sum() >= points:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the job did not reach {points} points in time: {job.poll()}")
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import module_command, run_module
+from conftest import module_command, run_module, start_surface_job, wait_for_points
 from mpi_landscape import surface
 from mpi_landscape.store import JOURNAL_SUFFIX, read_surface
 
@@ -77,20 +77,6 @@ def assert_same_surface(path, expected: dict[str, np.ndarray]) -> None:
         np.testing.assert_array_equal(got.metrics[name], expected[name])
 
 
-def start_job(args, cwd, env, ranks=4) -> subprocess.Popen:
-    return subprocess.Popen(module_command("mpi_landscape.surface", *args, ranks=ranks), cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def wait_for_points(out, points: int, job: subprocess.Popen) -> None:
-    deadline = time.time() + 180
-    while time.time() < deadline and job.poll() is None:
-        if out.exists() and read_surface(str(out)).done.sum() >= points:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the job did not reach {points} points in time: {job.poll()}")
-
-
 def test_groups_of_two_equal_one_rank_per_point_and_record_their_shards(tmp_path, demo_checkpoint):
     expected = reference(tmp_path, demo_checkpoint)
     out = tmp_path / "k2.h5"
@@ -130,7 +116,7 @@ def test_a_killed_group_job_resumes_to_the_same_surface(tmp_path, member_model, 
     out = tmp_path / "k2.h5"
     args = surface_args(member_model, demo_checkpoint, out, "--ranks_per_point", "2", "--batch_size", "1000",
                         "--flush_seconds", "0.2")
-    job = start_job(args, tmp_path, {**os.environ, "SLOW_SECONDS": "0.1"})
+    job = start_surface_job(args, tmp_path, {**os.environ, "SLOW_SECONDS": "0.1"}, ranks=4)
     wait_for_points(out, 3, job)
     os.killpg(job.pid, signal.SIGKILL)
     job.wait(timeout=30)
@@ -147,7 +133,7 @@ def test_stop_signal_to_a_member_stops_the_job_within_a_point(tmp_path, member_m
     out = tmp_path / "k2.h5"
     args = surface_args(member_model, demo_checkpoint, out, "--ranks_per_point", "2", "--batch_size", "1000",
                         "--flush_seconds", "0.2", "--x=-1:1:9", "--y=-1:1:9")
-    job = start_job(args, tmp_path, {**os.environ, "SLOW_SECONDS": "0.1"})
+    job = start_surface_job(args, tmp_path, {**os.environ, "SLOW_SECONDS": "0.1"}, ranks=4)
     wait_for_points(out, 30, job)  # well into the grid (an early stop can hang at exit, K = 1 too)
     os.kill(int((tmp_path / "pid.3").read_text()), signal.SIGTERM)  # a member, not a leader
     stdout, stderr = job.communicate(timeout=90)

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import module_command, run_module
+from conftest import module_command, run_module, start_surface_job, wait_for_points
 from surface_files import leave_as_killed
 from mpi_landscape import distributed, store, surface
 from mpi_landscape.errors import LandscapeError
@@ -184,25 +184,11 @@ def test_error_on_a_worker_during_the_grid_is_one_traceback(tmp_path, demo_check
 # ---------------------------------------------------------------- one job per surface file
 
 
-def start_job(args, cwd, env, ranks=2) -> subprocess.Popen:
-    return subprocess.Popen(module_command("mpi_landscape.surface", *args, ranks=ranks), cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def wait_for_points(out, points: int, job: subprocess.Popen) -> None:
-    deadline = time.time() + 120
-    while time.time() < deadline and job.poll() is None:
-        if out.exists() and read_surface(str(out)).done.sum() >= points:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the job did not reach {points} points in time")
-
-
 def test_second_job_on_a_held_file_is_refused_and_the_first_finishes(tmp_path, slow_model, demo_checkpoint):
     out = tmp_path / "s.h5"
     args = ["--model", slow_model, "--dataset", "demo", "--model_file", demo_checkpoint, "--surf_file",
             str(out), "--x=-1:1:9", "--y=-1:1:9", "--flush_seconds", "0.2"]
-    first = start_job(args, tmp_path, {**os.environ, "SLOW_SECONDS": "0.8"})  # 30 s: time for a second
+    first = start_surface_job(args, tmp_path, {**os.environ, "SLOW_SECONDS": "0.8"})  # 30 s: time for a second
     wait_for_points(out, 3, first)
     journal_before = (tmp_path / ("s.h5" + JOURNAL_SUFFIX)).read_text()
     start = time.monotonic()
@@ -350,7 +336,7 @@ def test_stop_signal_to_rank_0_alone_stops_every_rank_within_a_point(tmp_path, s
     out = tmp_path / "s.h5"
     args = ["--model", "pidmod:build", "--dataset", "demo", "--model_file", demo_checkpoint, "--surf_file",
             str(out), "--x=-1:1:13", "--y=-1:1:13", "--batch_size", "1000", "--coordinator_only"]
-    job = start_job(args, tmp_path, {**os.environ, "SLOW_SECONDS": "0.1"}, ranks=3)
+    job = start_surface_job(args, tmp_path, {**os.environ, "SLOW_SECONDS": "0.1"}, ranks=3)
     wait_for_points(out, 2, job)
     at_signal = journal_points(out)
     os.kill(int((tmp_path / "pid.0").read_text()), signal.SIGTERM)
@@ -367,7 +353,7 @@ def test_ctrl_c_on_mpirun_is_a_clean_stop(tmp_path, slow_model, demo_checkpoint)
     out = tmp_path / "s.h5"
     args = ["--model", slow_model, "--dataset", "demo", "--model_file", demo_checkpoint, "--surf_file",
             str(out), "--x=-1:1:7", "--y=-1:1:7", "--batch_size", "1000"]
-    job = start_job(args, tmp_path, {**os.environ, "SLOW_SECONDS": "0.1"})
+    job = start_surface_job(args, tmp_path, {**os.environ, "SLOW_SECONDS": "0.1"})
     wait_for_points(out, 2, job)
     job.send_signal(signal.SIGINT)
     stdout, stderr = job.communicate(timeout=60)
