@@ -97,7 +97,8 @@ def compute_surface(net: torch.nn.Module, data: DataLike | Mapping[str, DataLike
                     directions: tuple[Direction, Direction | None] | None = None,
                     spec: DirectionSpec | None = None, loss_name: str = "crossentropy",
                     batch_size: int | None = None, device: str | torch.device | None = None,
-                    progress: bool = True, task: Task | str = "classification") -> ComputedSurface:
+                    progress: bool = True, task: Task | str = "classification",
+                    fold_bn: bool = True) -> ComputedSurface:
     """The loss and metrics of ``task`` for ``net`` over the grid ``x`` (and ``y``), as a ``ComputedSurface``.
 
     ``data`` is one split (evaluated as "train") or a mapping of split name to
@@ -123,7 +124,7 @@ def compute_surface(net: torch.nn.Module, data: DataLike | Mapping[str, DataLike
     done = np.zeros(grid.shape, dtype=bool)
     with _restored(net):
         evaluator = PointEvaluator(net, spec.dir_type, dx, dy if grid.is_2d else None, splits,
-                                   loss_name, batch_size, device, task=task)
+                                   loss_name, batch_size, device, task=task, fold_bn=fold_bn)
         first = next(iter(splits.values()))
         with sized_thread_pool(net, first.inputs, evaluator.batch_size, device), \
                 _progress(grid.size, progress) as bar:

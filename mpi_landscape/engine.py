@@ -72,7 +72,7 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
         evaluator = PointEvaluator(inputs.net, config.dir_type, inputs.x, inputs.y, inputs.splits,
                                    config.loss_name, config.batch_size, ctx.device(), config.precision,
                                    config.compile, config.bn, config.bn_batch_size, task=config.task,
-                                   low_memory=config.low_memory, stream=config.stream)
+                                   low_memory=config.low_memory, stream=config.stream, fold_bn=config.fold_bn)
         if config.compile:
             evaluator.warm_up()
         return evaluator
@@ -251,6 +251,7 @@ def _timings(stats: RunStats, ctx: Context, evaluator: PointEvaluator) -> dict:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "points": stats.points,
         "wall_seconds": stats.wall_seconds, "seconds_per_point": per_point,
         "warmup_seconds": evaluator.warmup_seconds, "batch_size": evaluator.batch_size,
+        "folded_batchnorms": len(evaluator.folded.layers) if evaluator.folded else 0,
         "coordinator_seconds": stats.coordinator_seconds, "ranks": ctx.size,
         "device": str(device), "peak_memory_bytes_rank0": int(peak),
         "data": {"resident": evaluator.data.resident, "chunks": evaluator.data.chunks(evaluator.batch_size),

@@ -37,6 +37,7 @@ from torch.optim.swa_utils import update_bn
 
 from .directions import Direction, model_tensors
 from .errors import LandscapeError, check_choice
+from .folding import fold_batchnorm
 from .task import Inputs, Task, make_task, map_tensors, tensors_of
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -137,6 +138,7 @@ class StackedSplits:
             place = lambda t: t  # noqa: E731
         self.inputs = map_tensors(place, inputs)
         self.targets, self.split_ids = place(targets), place(split_ids)
+        self._resident_batches: dict[tuple[int, int, int], list] = {}
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -149,16 +151,26 @@ class StackedSplits:
         """
         stop = len(self) if stop is None else min(stop, len(self))
         if self.resident:
-            pieces = [(0, (self.inputs, self.targets, self.split_ids))]
+            key = (batch_size, start, stop)
+            if key not in self._resident_batches:  # views, made once: a small network's point feels their cost
+                self._resident_batches[key] = list(self._slices(0, (self.inputs, self.targets, self.split_ids),
+                                                                batch_size, start, stop))
+            raw = iter(self._resident_batches[key])
         else:
-            pieces = self._streamed(start, stop, self.chunk_samples(batch_size))
-        for offset, (inputs, targets, split_ids) in pieces:
-            for begin in range(max(start, offset), min(stop, offset + len(targets)), batch_size):
-                a, b = begin - offset, min(begin + batch_size, stop) - offset
-                batch = map_tensors(lambda t: t[a:b].to(self.device, non_blocking=True), inputs)
-                yield (self.pixel_norm.apply(batch) if self.pixel_norm else batch,
-                       targets[a:b].to(self.device, non_blocking=True),
-                       split_ids[a:b].to(self.device, non_blocking=True))
+            raw = (batch for offset, tensors in self._streamed(start, stop, self.chunk_samples(batch_size))
+                   for batch in self._slices(offset, tensors, batch_size, start, stop))
+        for inputs, targets, split_ids in raw:
+            yield self.pixel_norm.apply(inputs) if self.pixel_norm else inputs, targets, split_ids
+
+    def _slices(self, offset: int, tensors: tuple, batch_size: int, start: int, stop: int):
+        """The (inputs, targets, split ids) batches of samples start..stop that lie in ``tensors``
+        (samples offset.. of the stream), on the device."""
+        inputs, targets, split_ids = tensors
+        for begin in range(max(start, offset), min(stop, offset + len(targets)), batch_size):
+            a, b = begin - offset, min(begin + batch_size, stop) - offset
+            yield (map_tensors(lambda t: t[a:b].to(self.device, non_blocking=True), inputs),
+                   targets[a:b].to(self.device, non_blocking=True),
+                   split_ids[a:b].to(self.device, non_blocking=True))
 
     def _streamed(self, start: int, stop: int, chunk: int):
         """(offset, tensors) of consecutive chunks on the device; the next is copied while this one computes."""
@@ -280,12 +292,11 @@ class FlatWeights:
     def set(self, alpha: float, dx: torch.Tensor, beta: float = 0.0, dy: torch.Tensor | None = None) -> None:
         """Make the model's tensors θ* + α·dx + β·dy (computed in float32 whatever the storage)."""
         if self.storage == torch.float32:
-            torch.mul(dx, alpha, out=self.buffer)
+            torch.add(self.theta, dx, alpha=alpha, out=self.buffer)
         else:
-            self.buffer.copy_(dx).mul_(alpha)
+            self.buffer.copy_(dx).mul_(alpha).add_(self.theta)
         if dy is not None:
             self.buffer.add_(dy, alpha=beta)
-        self.buffer.add_(self.theta)
 
 
 def check_low_memory(low_memory: bool, precision: str) -> None:
@@ -329,7 +340,9 @@ class PointEvaluator:
     """A task's loss and metrics of one network at any grid point, everything kept on one device.
 
     ``task`` is a Task or its name (``--task``); ``loss_name`` chooses the
-    classification loss.
+    classification loss. With ``fold_bn`` (and ``bn="eval"``) the forward pass
+    runs with eval-mode BatchNorms folded into the layer before them
+    (folding.py): the same numbers to float32 rounding, in less time.
     """
 
     def __init__(self, net: torch.nn.Module, dir_type: str, x: Direction, y: Direction | None,
@@ -337,7 +350,8 @@ class PointEvaluator:
                  batch_size: int | None = None, device: torch.device | str = "cpu",
                  precision: str = "fp32", compile: bool = False, bn: str = "eval",
                  bn_batch_size: int = 128, channels_last: bool | None = None,
-                 task: Task | str = "classification", low_memory: bool = False, stream: bool = False):
+                 task: Task | str = "classification", low_memory: bool = False, stream: bool = False,
+                 fold_bn: bool = True):
         self.task = make_task(task, loss_name)
         check_choice("--precision", precision, PRECISIONS)
         check_low_memory(low_memory, precision)
@@ -361,10 +375,13 @@ class PointEvaluator:
         self.data = StackedSplits(splits, self.device, channels_last, self.task, stream)
         self.precision, self.bn = precision, bn
         self.bn_batch_size = bn_batch_size
-        self.forward = torch.compile(self.net) if compile else self.net
         self.fixed_batch_size = batch_size
         self._integer_totals: set[str] = set()  # totals the task counts in integers (told by _sums)
         self.sample_output_bytes = self._check_one_batch()
+        # eval-mode BatchNorm folded into the layer before it (folding.py); recompute needs real BatchNorms
+        self.folded = fold_batchnorm(self.net, self._sample_outputs) if fold_bn and bn == "eval" else None
+        self.eager = self.folded.module if self.folded else self.net
+        self.forward = torch.compile(self.eager) if compile else self.eager
         self.batch_size = batch_size or self._largest_batch(precision, self.forward)
         self.warmup_seconds = 0.0
 
@@ -377,13 +394,12 @@ class PointEvaluator:
         errors, told in one line here rather than a traceback (or a device
         assert) mid-grid. Returns the bytes of one sample's outputs.
         """
-        inputs, _, _ = next(self.data.batches(PREFLIGHT_SAMPLES, stop=min(PREFLIGHT_SAMPLES, len(self.data))))
         try:
-            with self._autocast(self.precision):
-                outputs = self.task.outputs(self.forward, inputs)
+            outputs = self._sample_outputs(self.net)
         except LandscapeError:
             raise
         except Exception as exc:
+            inputs, _, _ = next(self.data.batches(PREFLIGHT_SAMPLES, stop=PREFLIGHT_SAMPLES))
             shapes = [tuple(t.shape[1:]) for t in tensors_of(inputs)]
             shape = shapes[0] if len(shapes) == 1 else shapes
             raise LandscapeError(f"the model's forward pass fails on inputs of shape {shape} "
@@ -391,6 +407,12 @@ class PointEvaluator:
                                  f"--dataset go together") from None
         self.task.check(outputs, self.data.targets)
         return outputs[:1].nbytes
+
+    def _sample_outputs(self, forward) -> torch.Tensor:
+        """``forward``'s outputs for the first few samples, in the evaluation's precision."""
+        inputs, _, _ = next(self.data.batches(PREFLIGHT_SAMPLES, stop=min(PREFLIGHT_SAMPLES, len(self.data))))
+        with self._autocast(self.precision):
+            return self.task.outputs(forward, inputs)
 
     def __call__(self, alpha: float, beta: float = 0.0) -> dict[str, float]:
         """Metrics at θ* + α·δ + β·η."""
@@ -418,6 +440,8 @@ class PointEvaluator:
     def _move_to(self, alpha: float, beta: float) -> None:
         """Set the model to θ* + α·δ + β·η, and with ``bn="recompute"`` its BatchNorm statistics too."""
         self.flat.set(alpha, self.dx, beta, self.dy)
+        if self.folded:
+            self.folded.refresh()
         if self.bn == "recompute":
             self._recompute_batchnorm()
 
@@ -436,8 +460,8 @@ class PointEvaluator:
         the reduced precision's largest batch may not fit.
         """
         self._move_to(0.0, 0.0)
-        fp32_batch = self.fixed_batch_size or self._largest_batch("fp32", self.net)
-        reference = self._evaluate("fp32", self.net, fp32_batch)
+        fp32_batch = self.fixed_batch_size or self._largest_batch("fp32", self.eager)
+        reference = self._evaluate("fp32", self.eager, fp32_batch)
         reduced = self._evaluate(self.precision, self.forward, self.batch_size)
         gap = max(abs(reduced[k] - reference[k]) / max(abs(reference[k]), 1e-12)
                   for k in reference if k.endswith("_loss"))
@@ -450,33 +474,31 @@ class PointEvaluator:
     def _sums(self, precision: str, forward, batch_size: int) -> dict[str, float]:
         """Every split's totals: per-sample sums added per split on the device, one sync at the end.
 
-        Floating-point sums are added sample by sample in stream order, so a
-        split's loss is the same whatever the batch size. A count (an integer
-        or bool sum) of a batch inside one split is reduced to one number
-        first: exact, and fewer operations per batch, which a small network's
-        point feels.
+        A batch inside one split is reduced to one number per total first
+        (one operation instead of a scatter, which a small network's point
+        feels); only a batch that spans two splits is scattered per sample.
+        Counts (integer or bool sums) are exact; floating-point sums are kept
+        in float64, so batch sizes change a split's loss only by float64
+        rounding (about 1e-16 of it).
         """
-        n_splits, task, totals = len(self.data.names), self.task, {}
+        task, keys, totals = self.task, [], None
         with self._autocast(precision):
             for (inputs, targets, split_ids), split in zip(self.data.batches(batch_size),
                                                           self.data.batch_splits(batch_size)):
-                for key, part in task.sums(task.outputs(forward, inputs), inputs, targets).items():
-                    total = totals.get(key)
-                    if total is None:
-                        dtype = part.dtype if part.is_floating_point() else torch.int64
-                        total = totals[key] = torch.zeros(n_splits, dtype=dtype, device=self.device)
-                    if part.is_floating_point():
-                        total.index_add_(0, split_ids, part)
-                    elif split is not None:
-                        total.select(0, split).add_(part.sum())
-                    else:
-                        total.index_add_(0, split_ids, part.long())
-        # one sync; int64 sums up to 2**53 are exact in float64
-        rows = torch.stack([t.double() for t in totals.values()]).tolist()
-        self._integer_totals = {key for key, t in totals.items() if not t.is_floating_point()}
+                parts = task.sums(task.outputs(forward, inputs), inputs, targets)
+                if totals is None:
+                    keys = list(parts)
+                    # counts are exact in float64 up to 2**53; finish() gives them back as integers
+                    self._integer_totals = {k for k, part in parts.items() if not part.is_floating_point()}
+                    totals = torch.zeros(len(self.data.names), len(keys), dtype=torch.float64, device=self.device)
+                if split is not None:
+                    totals.select(0, split).add_(torch.stack([parts[k].sum(dtype=torch.float64) for k in keys]))
+                else:
+                    totals.index_add_(0, split_ids, torch.stack([parts[k].to(torch.float64) for k in keys], dim=1))
+        rows = totals.tolist()  # the point's one sync
         sums = {}
-        for i, (name, n) in enumerate(zip(self.data.names, self.data.sizes)):
-            sums.update({f"{name}/{key}": row[i] for key, row in zip(totals, rows)})
+        for name, n, row in zip(self.data.names, self.data.sizes, rows):
+            sums.update({f"{name}/{key}": value for key, value in zip(keys, row)})
             sums[f"{name}/{SAMPLES_TOTAL}"] = float(n)
         return sums
 

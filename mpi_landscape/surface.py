@@ -58,6 +58,7 @@ class SurfaceConfig:
     low_memory: bool = False
     compile: bool = False
     bn: str = "eval"
+    fold_bn: bool = True
     bn_batch_size: int = 128
     seed: int = 123
     coordinator_only: bool = False
@@ -149,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
              help="eval: BatchNorm running statistics of the checkpoint (the reference); "
                   "recompute: re-estimated on the train split at every point")
     add_flag(p, "--bn_batch_size", type=int, help="batch size for --bn recompute")
+    add_flag(p, "--no_fold_bn", dest="fold_bn", action="store_false",
+             help="run each eval-mode BatchNorm module as it is (default: folded into the convolution or "
+                  "linear layer before it: the same numbers to float32 rounding, faster; see docs/method.md)")
     add_flag(p, "--seed", type=int, help="seed of the random directions")
     add_flag(p, "--coordinator_only", action="store_true",
              help="rank 0 only hands out work and writes results (no evaluation)")

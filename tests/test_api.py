@@ -18,6 +18,7 @@ from mpi_landscape import compute_surface
 from mpi_landscape.data import demo_split
 from mpi_landscape.errors import LandscapeError
 from mpi_landscape.store import read_surface
+from mpi_landscape.task import Classification
 
 GRID = {"x": "-1:1:3", "y": "-1:1:3"}
 
@@ -79,36 +80,36 @@ def test_network_mode_weights_and_threads_are_restored(trained, spirals):
     trained.eval()
 
 
-class Interrupting(torch.nn.Module):
-    """The demo net, interrupted (as by Ctrl-C) at its third forward pass; records torch's threads."""
+class Interrupting(Classification):
+    """Classification that records torch's threads at every batch of every point, and is
+    interrupted (as by Ctrl-C) at batch ``interrupt_at``."""
 
-    def __init__(self, net):
+    def __init__(self, interrupt_at: int | None = None):
         super().__init__()
-        self.net, self.calls, self.threads = net, 0, []
+        self.interrupt_at, self.threads = interrupt_at, []
 
-    def forward(self, x):
-        self.calls += 1
+    def sums(self, outputs, inputs, targets):
         self.threads.append(torch.get_num_threads())
-        if self.calls == 3:
+        if len(self.threads) == self.interrupt_at:
             raise KeyboardInterrupt
-        return self.net(x)
+        return super().sums(outputs, inputs, targets)
 
 
 def test_interrupted_call_restores_the_network(trained, spirals):
-    net = Interrupting(train_demo_net(steps=5)).train()
+    net = train_demo_net(steps=5).train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
+    task = Interrupting(interrupt_at=3)
     with pytest.raises(KeyboardInterrupt):
-        compute_surface(net, spirals, **GRID, batch_size=1000, progress=False)
-    assert net.training and net.net.training
+        compute_surface(net, spirals, **GRID, batch_size=1000, task=task, progress=False)
+    assert len(task.threads) == 3  # interrupted at the third point of the grid, not before it
+    assert all(m.training for m in net.modules())
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
 def test_a_small_network_runs_on_one_thread(spirals):
-    net = Interrupting(train_demo_net(steps=5))
-    net.calls = -100  # never interrupts
-    compute_surface(net, spirals, x="-1:1:2", batch_size=1000, progress=False)
-    # before the points: the thread count's own probe and the evaluator's check of one batch
-    assert len(net.threads) == 4 and net.threads[-2:] == [1, 1]
+    task = Interrupting()
+    compute_surface(train_demo_net(steps=5), spirals, x="-1:1:2", batch_size=100, task=task, progress=False)
+    assert len(task.threads) == 2 * 3 and set(task.threads) == {1}  # two points of three batches each
 
 
 def test_progress_bar_is_shown_unless_turned_off(trained, spirals, capsys):
