@@ -1,7 +1,7 @@
 """Seconds per grid point: ``compute_surface`` against loss-landscapes' ``random_plane``.
 
     pip install -r bench/requirements.txt
-    python bench/peer_speed.py                          # demo MLP (3,000 points) and ResNet-20 (500 images)
+    python bench/peer_speed.py       # logistic regression and the demo MLP on 3,000 points, ResNet-20 on 500 images
     python bench/peer_speed.py --models resnet20 --images 2000 --steps 5 --rounds 3
 
 Both evaluate a 2D filter-normalized plane of the same network, over the same
@@ -9,7 +9,8 @@ data held in memory, on the same number of torch threads (the count the engine
 chooses for that network), in one process: each round runs both, in turns
 (the order swapped every round), and the medians over the rounds are compared;
 on a loaded machine the median of each round's own ratio (both tools timed
-back to back) is the steadier figure.
+back to back) is the steadier figure, and by CPU time (the process's, all
+threads) more so: time the process spent waiting for a core does not count.
 The engine computes loss and accuracy per point, loss-landscapes the loss only.
 """
 
@@ -28,27 +29,48 @@ import loss_landscapes
 import loss_landscapes.metrics
 from machine import environment, machine_name, write_result
 from mpi_landscape import compute_surface
+from mpi_landscape.data import demo_split
+from mpi_landscape.directions import DirectionSpec, create_directions
 from mpi_landscape.threads import choose_threads
 from point_speed import Workload, image_workload, mlp_workload
 
-ENGINE_BATCH = None  # the engine's own choice
+def linear_workload() -> Workload:
+    """Logistic regression, one Linear(2->3), on the demo's 3,000 points: the smallest model,
+    whose point is almost all fixed cost."""
+    data = demo_split("train")
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 3)
+    x_dir, y_dir = create_directions(net, DirectionSpec())
+    return Workload("linear", net, x_dir, y_dir, data.inputs, data.targets, None)
 
 
-def engine_seconds(w: Workload, steps: int) -> float:
-    """Wall seconds of one ``compute_surface`` call over a ``steps`` x ``steps`` plane."""
-    began = time.perf_counter()
-    compute_surface(w.net, (w.inputs, w.targets), x=f"-1:1:{steps}", y=f"-1:1:{steps}", progress=False)
-    return time.perf_counter() - began
+def workload_named(model: str, images: int) -> Workload:
+    """The benchmark's workload for ``model``."""
+    if model == "linear":
+        return linear_workload()
+    return mlp_workload() if model == "demo_mlp" else image_workload(model, images)
 
 
-def peer_seconds(w: Workload, steps: int) -> float:
-    """Wall seconds of one loss-landscapes ``random_plane`` over the same plane size."""
+def timed(run) -> tuple[float, float]:
+    """Wall and CPU seconds (this process's, all threads) of ``run()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def engine_seconds(w: Workload, steps: int) -> tuple[float, float]:
+    """Wall and CPU seconds of one ``compute_surface`` call over a ``steps`` x ``steps`` plane."""
+    return timed(lambda: compute_surface(w.net, (w.inputs, w.targets), x=f"-1:1:{steps}", y=f"-1:1:{steps}",
+                                         progress=False))
+
+
+def peer_seconds(w: Workload, steps: int) -> tuple[float, float]:
+    """Wall and CPU seconds of one loss-landscapes ``random_plane`` over the same plane size."""
     metric = loss_landscapes.metrics.Loss(torch.nn.functional.cross_entropy, w.inputs, w.targets)
     net = copy.deepcopy(w.net).eval()
-    began = time.perf_counter()
     with torch.no_grad():
-        loss_landscapes.random_plane(net, metric, distance=1, steps=steps, normalization="filter")
-    return time.perf_counter() - began
+        return timed(lambda: loss_landscapes.random_plane(net, metric, distance=1, steps=steps,
+                                                          normalization="filter"))
 
 
 def nudge_zero_tensors(net: torch.nn.Module) -> None:
@@ -62,28 +84,35 @@ def nudge_zero_tensors(net: torch.nn.Module) -> None:
 
 
 def measure(w: Workload, steps: int, rounds: int) -> dict:
-    """Interleaved rounds of both tools on ``w``; per-point medians and their ratio."""
+    """Interleaved rounds of both tools on ``w``; per-point medians and their ratios, by wall and CPU time."""
     nudge_zero_tensors(w.net)
     threads = choose_threads(w.net, w.inputs, batch_size=len(w.inputs))
     torch.set_num_threads(threads)  # the peer runs on the count the engine picks for itself
     engine_seconds(w, 2), peer_seconds(w, 2)  # warm-up: first-call costs out of the figures
-    times: dict[str, list[float]] = {"engine": [], "loss_landscapes": []}
+    wall: dict[str, list[float]] = {"engine": [], "loss_landscapes": []}
+    cpu: dict[str, list[float]] = {"engine": [], "loss_landscapes": []}
     for r in range(rounds):
         order = [("engine", engine_seconds), ("loss_landscapes", peer_seconds)]
         for name, run in (order if r % 2 == 0 else order[::-1]):
-            times[name].append(run(w, steps) / steps ** 2)
-    engine, peer = (statistics.median(times[k]) for k in ("engine", "loss_landscapes"))
-    paired = statistics.median(e / p for e, p in zip(times["engine"], times["loss_landscapes"]))
+            seconds = run(w, steps)
+            wall[name].append(seconds[0] / steps ** 2)
+            cpu[name].append(seconds[1] / steps ** 2)
+    engine, peer = (statistics.median(wall[k]) for k in ("engine", "loss_landscapes"))
+    paired = statistics.median(e / p for e, p in zip(wall["engine"], wall["loss_landscapes"]))
+    cpu_paired = statistics.median(e / p for e, p in zip(cpu["engine"], cpu["loss_landscapes"]))
     return {"model": w.model, "samples": len(w.inputs), "grid": f"{steps}x{steps}", "threads": threads,
             "rounds": rounds, "engine_s_per_point": engine, "loss_landscapes_s_per_point": peer,
-            "engine_time_over_peer_time": engine / peer, "median_round_ratio": paired, "seconds": times}
+            "engine_time_over_peer_time": engine / peer, "median_round_ratio": paired,
+            "median_round_cpu_ratio": cpu_paired, "seconds": wall, "cpu_seconds": cpu}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="demo_mlp,resnet20", help="comma list: demo_mlp, resnet20, resnet56")
+    p.add_argument("--models", default="linear,demo_mlp,resnet20",
+                   help="comma list: linear, demo_mlp, resnet20, resnet56")
     p.add_argument("--images", type=int, default=500, help="CIFAR-shaped images for the conv nets")
-    p.add_argument("--steps", type=int, default=0, help="points per axis (0: 21 for the MLP, 3 for conv nets)")
+    p.add_argument("--steps", type=int, default=0,
+                   help="points per axis (0: 21 for linear and the MLP, 3 for conv nets)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per model")
     return p.parse_args(argv)
 
@@ -91,17 +120,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rows = []
-    print(f"{'model':<10} {'samples':>7} {'grid':>6} {'thr':>3} {'engine s/pt':>12} {'peer s/pt':>10} {'ratio':>6} {'paired':>6}")
+    print(f"{'model':<10} {'samples':>7} {'grid':>6} {'thr':>3} {'engine s/pt':>12} {'peer s/pt':>10} {'ratio':>6} "
+          f"{'paired':>6} {'cpu':>6}")
     for model in args.models.split(","):
-        w = mlp_workload() if model == "demo_mlp" else image_workload(model, args.images)
-        steps = args.steps or (21 if model == "demo_mlp" else 3)
+        w = workload_named(model, args.images)
+        steps = args.steps or (21 if model in ("linear", "demo_mlp") else 3)
         row = measure(w, steps, args.rounds)
         rows.append(row)
         print(f"{model:<10} {row['samples']:>7} {row['grid']:>6} {row['threads']:>3} "
               f"{row['engine_s_per_point']:>12.5f} {row['loss_landscapes_s_per_point']:>10.5f} "
-              f"{row['engine_time_over_peer_time']:>6.2f} {row['median_round_ratio']:>6.2f}", flush=True)
+              f"{row['engine_time_over_peer_time']:>6.2f} {row['median_round_ratio']:>6.2f} "
+              f"{row['median_round_cpu_ratio']:>6.2f}", flush=True)
     print("ratio = engine time / loss-landscapes time per point (below 1: the engine is faster); "
-          "paired = the median of the rounds' own ratios")
+          "paired = the median of the rounds' own ratios; cpu = the same by CPU time")
     env = {**environment(), "loss_landscapes": importlib.metadata.version("loss-landscapes")}
     path = write_result("peer_speed", machine_name(), {"environment": env, "rows": rows})
     print(f"wrote {path}")

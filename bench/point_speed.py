@@ -63,9 +63,10 @@ LANGUAGE_MODEL = "tiny_gpt2"
 LM_SEQUENCES = {"cpu": 128, "cuda": 4096}  # sequences of LM_LENGTH random byte tokens per point
 LM_LENGTH = 64
 CPU_MODES = ("fp32",)
-GPU_MODES = ("fp32", "fp32+compile", "bf16", "bf16+compile")
+GPU_MODES = ("fp32", "fp32+unfolded", "fp32+compile", "bf16", "bf16+compile")
 PRECISIONS = ("fp32", "bf16", "fp16")
-MODE_OPTIONS = ("compile", "nchw")  # torch.compile; the NCHW layout instead of the engine's NHWC
+# torch.compile; the NCHW layout instead of the engine's NHWC; BatchNorm modules run as they are (not folded)
+MODE_OPTIONS = ("compile", "nchw", "unfolded")
 CPU_IMAGES = 512
 GPU_IMAGES = 50_000
 BN_CALIBRATION_IMAGES = 64
@@ -221,23 +222,25 @@ def print_language_model(r: dict) -> None:
           f"(tol {r['loss_tolerance']:.0e})", flush=True)
 
 
-def parse_mode(mode: str) -> tuple[str, bool, bool]:
-    """``"bf16+compile"`` -> ``("bf16", True, True)``: precision, compiled, channels_last.
+def parse_mode(mode: str) -> tuple[str, bool, bool, bool]:
+    """``"bf16+compile"`` -> ``("bf16", True, True, True)``: precision, compiled, channels_last, folded.
 
-    A mode is a precision followed by any of ``+compile`` and ``+nchw``; the
-    latter keeps conv nets in PyTorch's default NCHW layout, to measure what
-    the engine's channels_last default gains.
+    A mode is a precision followed by any of ``+compile``, ``+nchw`` and
+    ``+unfolded``; ``+nchw`` keeps conv nets in PyTorch's default NCHW layout,
+    to measure what the engine's channels_last default gains, and
+    ``+unfolded`` runs each BatchNorm module as it is, to measure what folding
+    it into the layer before it gains.
     """
     precision, *options = mode.split("+")
     if precision not in PRECISIONS or len(set(options)) < len(options) or not set(options) <= set(MODE_OPTIONS):
         raise ValueError(f"{mode!r}: a mode is one of {', '.join(PRECISIONS)}, then any of "
                          f"{', '.join('+' + o for o in MODE_OPTIONS)}")
-    return precision, "compile" in options, "nchw" not in options
+    return precision, "compile" in options, "nchw" not in options, "unfolded" not in options
 
 
 def tolerance(mode: str, device: torch.device) -> float:
     """The loss tolerance of ``mode`` (see the constants above) on ``device``."""
-    precision, _, _ = parse_mode(mode)
+    precision = parse_mode(mode)[0]
     if precision != "fp32":
         return REDUCED_TOLERANCE
     if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
@@ -302,19 +305,20 @@ def measure_mode(w: Workload, mode: str, points: list[tuple[float, float]], refe
     alone: the previous evaluator is freed and the peak counter reset first.
     """
     device = torch.device(args.device)
-    precision, compiled, channels_last = parse_mode(mode)
+    precision, compiled, channels_last, folded = parse_mode(mode)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     engine = PointEvaluator(copy.deepcopy(w.net), "weights", w.x_dir, w.y_dir,
                             {"train": SplitData(w.inputs, w.targets)}, "crossentropy",
                             args.batch_size, device, precision, compiled,
-                            channels_last=None if channels_last else False)
+                            channels_last=None if channels_last else False, fold_bn=folded)
     setup = time.perf_counter() - start
     first_point = engine.warm_up()
     least = max(args.repeats, len(reference["seconds"]))
     timing = run_points(engine, points, least, args.min_seconds)
     batch_size, engine_layout = engine.batch_size, engine.flat.channels_last
+    folded_batchnorms = len(engine.folded.pairs) if engine.folded else 0
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     del engine
     free_memory(device, compiled)
@@ -330,6 +334,7 @@ def measure_mode(w: Workload, mode: str, points: list[tuple[float, float]], refe
         "precision": precision,
         "compile": compiled,
         "channels_last": engine_layout,
+        "folded_batchnorms": folded_batchnorms,
         "s_per_point": timing.median,
         "ratio": reference["s_per_point"] / timing.median,
         "warmup_seconds": setup + first_point,
@@ -381,8 +386,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", help=f"comma-separated; default {','.join(CPU_MODELS)} on the CPU, "
                                          f"{','.join(GPU_MODELS)} on a GPU")
     parser.add_argument("--modes", help=f"the engine's evaluation modes, comma-separated: a precision "
-                                        f"({', '.join(PRECISIONS)}) then any of +compile, +nchw (e.g. "
-                                        f"bf16+compile, fp32+nchw); default {','.join(CPU_MODES)} on the "
+                                        f"({', '.join(PRECISIONS)}) then any of +compile, +nchw, +unfolded "
+                                        f"(e.g. bf16+compile, fp32+nchw, fp32+unfolded); default {','.join(CPU_MODES)} on the "
                                         f"CPU, {','.join(GPU_MODES)} on a GPU")
     parser.add_argument("--images", type=int, help=f"CIFAR-shaped images per point; default {CPU_IMAGES} "
                                                     f"on the CPU, {GPU_IMAGES} on a GPU")

@@ -215,9 +215,11 @@ def _check_directions(dx: Direction, dy: Direction | None, grid: Grid, names: li
 
 @contextlib.contextmanager
 def _restored(net: torch.nn.Module):
-    """Whatever happens inside, ``net`` leaves with its weights, device and modes as they were."""
+    """Whatever happens inside, ``net`` leaves with its weights, device, modes and module forwards
+    (which folded BatchNorm replaces) as they were."""
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     modes = {m: m.training for m in net.modules()}
+    forwards = {m: m.__dict__.get("forward") for m in net.modules()}
     device = next((t.device for t in net.state_dict().values()), torch.device("cpu"))
     try:
         yield
@@ -226,6 +228,11 @@ def _restored(net: torch.nn.Module):
         net.load_state_dict(state)
         for module, training in modes.items():
             module.train(training)
+        for module, forward in forwards.items():
+            if forward is None:
+                module.__dict__.pop("forward", None)
+            else:
+                module.forward = forward
 
 
 def _progress(total: int, show: bool):

@@ -251,7 +251,7 @@ def _timings(stats: RunStats, ctx: Context, evaluator: PointEvaluator) -> dict:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "points": stats.points,
         "wall_seconds": stats.wall_seconds, "seconds_per_point": per_point,
         "warmup_seconds": evaluator.warmup_seconds, "batch_size": evaluator.batch_size,
-        "folded_batchnorms": len(evaluator.folded.layers) if evaluator.folded else 0,
+        "folded_batchnorms": len(evaluator.folded.pairs) if evaluator.folded else 0,
         "coordinator_seconds": stats.coordinator_seconds, "ranks": ctx.size,
         "device": str(device), "peak_memory_bytes_rank0": int(peak),
         "data": {"resident": evaluator.data.resident, "chunks": evaluator.data.chunks(evaluator.batch_size),

@@ -30,7 +30,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 from torch.optim.swa_utils import update_bn
@@ -268,9 +268,12 @@ class FlatWeights:
         self.buffer = torch.cat([self._flat(t) for _, t in kept])
         self.theta = self.buffer.to(storage, copy=True)
         offset = 0
+        self._segments: dict[int, tuple[int, int]] = {}  # data pointer of each view -> its place in the buffer
         for name, t in kept:
             segment = self.buffer[offset:offset + t.numel()]
             _rebind(net, name, self._shaped(segment, t.shape))
+            if t.numel():
+                self._segments[segment.data_ptr()] = (offset, t.numel())
             offset += t.numel()
 
     def _flat(self, t: torch.Tensor) -> torch.Tensor:
@@ -288,6 +291,13 @@ class FlatWeights:
         """A direction as one flat vector aligned with the buffer, on its device."""
         parts = [self._flat(d) for d, keep in zip(direction, self.mask) if keep]
         return torch.cat(parts).to(self.theta.device, self.storage)
+
+    def moves(self, *directions: torch.Tensor | None) -> Callable[[torch.Tensor], bool]:
+        """A test of whether a tensor moves between points: a view of this buffer where one of
+        the flat ``directions`` is not zero (a zero direction on biases and BatchNorm keeps them still)."""
+        moving = {pointer for pointer, (offset, n) in self._segments.items()
+                  if any(d is not None and bool(d[offset:offset + n].any()) for d in directions)}
+        return lambda t: t.data_ptr() in moving
 
     def set(self, alpha: float, dx: torch.Tensor, beta: float = 0.0, dy: torch.Tensor | None = None) -> None:
         """Make the model's tensors θ* + α·dx + β·dy (computed in float32 whatever the storage)."""
@@ -377,11 +387,13 @@ class PointEvaluator:
         self.bn_batch_size = bn_batch_size
         self.fixed_batch_size = batch_size
         self._integer_totals: set[str] = set()  # totals the task counts in integers (told by _sums)
+        self._total_names: dict[tuple[str, ...], list[list[str]]] = {}  # "<split>/<total>" per task keys
         self.sample_output_bytes = self._check_one_batch()
         # eval-mode BatchNorm folded into the layer before it (folding.py); recompute needs real BatchNorms
         self.folded = fold_batchnorm(self.net, self._sample_outputs) if fold_bn and bn == "eval" else None
-        self.eager = self.folded.module if self.folded else self.net
-        self.forward = torch.compile(self.eager) if compile else self.eager
+        if self.folded:
+            self.folded.track(self.flat.moves(self.dx, self.dy))
+        self.forward = torch.compile(self.net) if compile else self.net
         self.batch_size = batch_size or self._largest_batch(precision, self.forward)
         self.warmup_seconds = 0.0
 
@@ -460,8 +472,8 @@ class PointEvaluator:
         the reduced precision's largest batch may not fit.
         """
         self._move_to(0.0, 0.0)
-        fp32_batch = self.fixed_batch_size or self._largest_batch("fp32", self.eager)
-        reference = self._evaluate("fp32", self.eager, fp32_batch)
+        fp32_batch = self.fixed_batch_size or self._largest_batch("fp32", self.net)
+        reference = self._evaluate("fp32", self.net, fp32_batch)
         reduced = self._evaluate(self.precision, self.forward, self.batch_size)
         gap = max(abs(reduced[k] - reference[k]) / max(abs(reference[k]), 1e-12)
                   for k in reference if k.endswith("_loss"))
@@ -481,25 +493,32 @@ class PointEvaluator:
         in float64, so batch sizes change a split's loss only by float64
         rounding (about 1e-16 of it).
         """
-        task, keys, totals = self.task, [], None
+        task, keys, n_splits = self.task, None, len(self.data.names)
+        per_split: list[list[torch.Tensor]] = [[] for _ in range(n_splits)]  # float64 rows of batch totals
         with self._autocast(precision):
             for (inputs, targets, split_ids), split in zip(self.data.batches(batch_size),
                                                           self.data.batch_splits(batch_size)):
                 parts = task.sums(task.outputs(forward, inputs), inputs, targets)
-                if totals is None:
-                    keys = list(parts)
+                if keys is None:
+                    keys = tuple(parts)
                     # counts are exact in float64 up to 2**53; finish() gives them back as integers
                     self._integer_totals = {k for k, part in parts.items() if not part.is_floating_point()}
-                    totals = torch.zeros(len(self.data.names), len(keys), dtype=torch.float64, device=self.device)
                 if split is not None:
-                    totals.select(0, split).add_(torch.stack([parts[k].sum(dtype=torch.float64) for k in keys]))
+                    per_split[split].append(torch.stack([parts[k].sum(dtype=torch.float64) for k in keys]))
                 else:
-                    totals.index_add_(0, split_ids, torch.stack([parts[k].to(torch.float64) for k in keys], dim=1))
-        rows = totals.tolist()  # the point's one sync
+                    spanning = torch.zeros(n_splits, len(keys), dtype=torch.float64, device=self.device)
+                    spanning.index_add_(0, split_ids, torch.stack([parts[k].to(torch.float64) for k in keys], dim=1))
+                    for i in range(n_splits):
+                        per_split[i].append(spanning[i])
+        rows = torch.stack([rows[0] if len(rows) == 1 else torch.stack(rows).sum(dim=0)
+                            for rows in per_split]).tolist()  # the point's one sync
+        names = self._total_names.get(keys)
+        if names is None:
+            names = self._total_names[keys] = [[f"{split}/{k}" for k in keys] for split in self.data.names]
         sums = {}
-        for name, n, row in zip(self.data.names, self.data.sizes, rows):
-            sums.update({f"{name}/{key}": value for key, value in zip(keys, row)})
-            sums[f"{name}/{SAMPLES_TOTAL}"] = float(n)
+        for split_names, row, split, n in zip(names, rows, self.data.names, self.data.sizes):
+            sums.update(zip(split_names, row))
+            sums[f"{split}/{SAMPLES_TOTAL}"] = float(n)
         return sums
 
     def _recompute_batchnorm(self) -> None:

@@ -4,21 +4,28 @@ In eval mode a BatchNorm is an affine map per channel, y = (x − μ)·s + β wi
 s = γ/√(σ² + ε). A convolution or linear layer whose output only that BatchNorm
 reads is therefore one layer with weights W·s and bias (b − μ)·s + β: the
 forward pass then skips a full read and write of the activations per
-BatchNorm (a fifth of a small network's forward pass on a CPU, see
-bench/README.md, "Folded BatchNorm"). Only the evaluator's forward pass is
-folded: the model, its parameters and every other use of it stay as they are.
+BatchNorm (10–30% of a point on a CPU, see bench/README.md, "Folded
+BatchNorm").
+
+The pairs are found by tracing the model with torch.fx (which runs its
+``forward`` once on placeholder values); the model itself then stays the
+model: its own ``forward`` runs at every point, with its Python (a counter,
+a sleep, a check) and its hooks. Only the two modules of a pair change what
+they do, and only without autograd and in eval mode: the layer computes with
+the folded weights and the BatchNorm passes its input through. With autograd
+on (Hessian-vector products) or in train mode both run as they are.
 
 A point moves the weights in place, so ``FoldedNetwork.refresh()`` recomputes
-the folded weights from the live tensors (perturbed weights, and perturbed
-running statistics with ``--dir_type states``) after every move: a few vector
-operations per pair. The pairs are found by tracing the model with torch.fx; a
-model that does not trace, has no such pair or carries forward hooks is
-evaluated as it is (``fold_batchnorm`` returns None). Tracing runs the model's
-``forward`` once on placeholder values (fx's symbolic tracing).
+the folded weights from the live tensors after every move, and only what
+depends on a tensor that moves (with the paper's ``--xignore biasbn``, the
+layer's weight alone: one operation per pair). A model that does not trace,
+has no such pair, or carries forward hooks on a pair's modules (or global
+ones) is evaluated as it is (``fold_batchnorm`` returns None).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable
 
 import torch
@@ -30,104 +37,147 @@ FOLDABLE_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 AGREEMENT = 1e-3  # relative gap the folded outputs may have on the sample batch (rounding is ~1e-6)
 
 
-class FoldedLayer(nn.Module):
+class FoldedPair:
     """A convolution or linear layer and the eval-mode BatchNorm after it, run as one layer.
 
-    The layer and the BatchNorm are held, not owned: their tensors stay the
-    model's (views of the evaluator's flat buffer). ``weight`` and ``bias``
-    are this module's own working tensors, rewritten by ``refresh``.
+    ``weight``, ``bias`` and ``scale`` (s) are this pair's own working
+    tensors, rewritten by ``refresh``; the modules' tensors stay the model's
+    (views of the evaluator's flat buffer).
     """
 
     def __init__(self, layer: nn.Module, norm: _BatchNorm):
-        super().__init__()
-        self._pair = (layer, norm)  # a tuple, so that they are not registered as submodules twice
+        self.layer, self.norm = layer, norm
+        self._sources = {"weight": layer.weight, "bias": layer.bias, "mean": norm.running_mean,
+                         "var": norm.running_var, "gamma": norm.weight, "beta": norm.bias}
+        self._scale_shape = (-1, *[1] * (layer.weight.dim() - 1))
         self.weight = torch.empty_like(layer.weight)  # keeps the layer's memory format (channels_last)
         self.bias = torch.empty_like(norm.running_mean)
-        self.refresh()
+        self.scale = torch.empty_like(norm.running_var)
+        self._moving = {name for name, t in self._sources.items() if t is not None}
+        self._replaced: dict[nn.Module, object] = {}  # module -> the instance-level forward it had, if any
+        with torch.no_grad():
+            self.refresh()
 
-    @torch.no_grad()
+    def track(self, moves: Callable[[torch.Tensor], bool]) -> None:
+        """From now on ``refresh`` recomputes only what depends on a tensor for which ``moves`` is True."""
+        self._moving = {name for name, t in self._sources.items() if t is not None and moves(t)}
+
     def refresh(self) -> None:
-        """Folded weights from the layer's and the BatchNorm's current tensors."""
-        layer, norm = self._pair
-        scale = torch.rsqrt(norm.running_var + norm.eps)
-        if norm.weight is not None:
-            scale.mul_(norm.weight)
-        torch.mul(layer.weight, scale.view(-1, *[1] * (layer.weight.dim() - 1)), out=self.weight)
-        if layer.bias is not None:
-            torch.sub(layer.bias, norm.running_mean, out=self.bias)
-        else:
-            torch.neg(norm.running_mean, out=self.bias)
-        self.bias.mul_(scale)
-        if norm.bias is not None:
-            self.bias.add_(norm.bias)
+        """The folded weights from the layer's and the BatchNorm's current tensors (call under no_grad)."""
+        src, moving = self._sources, self._moving
+        scale_moves = "var" in moving or "gamma" in moving
+        if scale_moves:
+            torch.add(src["var"], self.norm.eps, out=self.scale).rsqrt_()
+            if src["gamma"] is not None:
+                self.scale.mul_(src["gamma"])
+        if scale_moves or "weight" in moving:
+            torch.mul(src["weight"], self.scale.view(self._scale_shape), out=self.weight)
+        if scale_moves or not moving.isdisjoint(("bias", "mean", "beta")):
+            if src["bias"] is not None:
+                torch.sub(src["bias"], src["mean"], out=self.bias)
+            else:
+                torch.neg(src["mean"], out=self.bias)
+            self.bias.mul_(self.scale)
+            if src["beta"] is not None:
+                self.bias.add_(src["beta"])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layer = self._pair[0]
-        if isinstance(layer, nn.Linear):
-            return nn.functional.linear(x, self.weight, self.bias)
-        return layer._conv_forward(x, self.weight, self.bias)
+    def install(self) -> None:
+        """Make the layer compute with the folded weights and the BatchNorm pass its input through,
+        whenever autograd is off and the BatchNorm is in eval mode."""
+        layer, norm = self.layer, self.norm
+        plain_layer, plain_norm = layer.forward, norm.forward
+        linear = isinstance(layer, nn.Linear)
+
+        def folded(x: torch.Tensor) -> torch.Tensor:
+            if norm.training or torch.is_grad_enabled():
+                return plain_layer(x)
+            if linear:
+                return nn.functional.linear(x, self.weight, self.bias)
+            return layer._conv_forward(x, self.weight, self.bias)
+
+        def passed_through(x: torch.Tensor) -> torch.Tensor:
+            return plain_norm(x) if norm.training or torch.is_grad_enabled() else x
+
+        for module, forward in ((layer, folded), (norm, passed_through)):
+            self._replaced[module] = module.__dict__.get("forward")
+            module.forward = forward
+
+    def uninstall(self) -> None:
+        """Give both modules back the forward they had."""
+        for module, previous in self._replaced.items():
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous
+        self._replaced.clear()
 
 
 class FoldedNetwork:
-    """The traced model with its foldable pairs fused (``module``), and how to refresh them."""
+    """The folded pairs of a model, and how to refresh and remove them."""
 
-    def __init__(self, module: torch.fx.GraphModule, layers: list[FoldedLayer]):
-        self.module = module
-        self.layers = layers
+    def __init__(self, pairs: list[FoldedPair]):
+        self.pairs = pairs
 
+    def track(self, moves: Callable[[torch.Tensor], bool]) -> None:
+        """Tell every pair which of its tensors move between points."""
+        for pair in self.pairs:
+            pair.track(moves)
+
+    @torch.no_grad()
     def refresh(self) -> None:
-        """Recompute every folded layer's weights (after the model's tensors moved)."""
-        for layer in self.layers:
-            layer.refresh()
+        """Recompute the folded weights that depend on tensors that moved."""
+        for pair in self.pairs:
+            pair.refresh()
+
+    def uninstall(self) -> None:
+        """Every module runs as it is again."""
+        for pair in self.pairs:
+            pair.uninstall()
 
 
 def fold_batchnorm(net: nn.Module, outputs: Callable[[Callable], torch.Tensor]) -> FoldedNetwork | None:
-    """``net`` (in eval mode) with every foldable layer→BatchNorm pair fused, or None when none is.
+    """Fold every foldable layer→BatchNorm pair of ``net`` (in eval mode); None when there is none.
 
     A pair is a Conv1d/2d/3d or Linear whose output feeds only a BatchNorm that
-    normalizes with running statistics over the layer's output channels.
-    ``outputs(forward)`` runs a forward function on a sample batch: the folded
-    network is used only when its outputs equal the model's own to float32
-    rounding (a BatchNorm1d after a Linear on sequences normalizes another
-    axis than the layer's features, say). A model with forward hooks is left
-    as it is: a traced graph would not call them.
+    normalizes with running statistics over the layer's output channels, each
+    called once per forward pass. ``outputs(forward)`` runs a forward
+    function on a sample batch: the folding stays only when the outputs equal
+    the model's own to float32 rounding (a BatchNorm1d after a Linear on
+    sequences normalizes another axis than the layer's features, say).
     """
-    if not any(isinstance(m, _BatchNorm) for m in net.modules()) or _has_forward_hooks(net):
+    if not any(isinstance(m, _BatchNorm) for m in net.modules()) or _global_forward_hooks():
         return None
     try:
-        traced = torch.fx.symbolic_trace(net)
+        graph = torch.fx.symbolic_trace(net).graph
     except Exception:  # data-dependent control flow, a model fx cannot follow: evaluate it unfolded
         return None
-    modules = dict(traced.named_modules())
-    layers = []
-    for node in list(traced.graph.nodes):
+    modules = dict(net.named_modules(remove_duplicate=False))
+    calls = Counter(id(modules[node.target]) for node in graph.nodes if node.op == "call_module")
+    pairs = []
+    for node in graph.nodes:
         norm = modules.get(node.target) if node.op == "call_module" else None
-        if not _normalizes_by_running_statistics(norm) or not node.args:
+        if not _normalizes_by_running_statistics(norm) or len(node.args) != 1 or node.kwargs:
             continue
         source = node.args[0]
-        layer = modules.get(source.target) if isinstance(source, torch.fx.Node) and source.op == "call_module" else None
-        if not isinstance(layer, FOLDABLE_LAYERS) or len(source.users) != 1 or len(node.args) != 1 or node.kwargs:
+        if not isinstance(source, torch.fx.Node) or source.op != "call_module" or len(source.users) != 1:
             continue
-        if _channels(layer) != norm.num_features:
-            continue
-        folded = FoldedLayer(layer, norm)
-        name = f"folded_batchnorm_{len(layers)}"
-        traced.add_submodule(name, folded)
-        with traced.graph.inserting_after(source):
-            fused = traced.graph.call_module(name, source.args, source.kwargs)
-        node.replace_all_uses_with(fused)
-        traced.graph.erase_node(node)
-        traced.graph.erase_node(source)
-        layers.append(folded)
-    if not layers:
+        layer = modules.get(source.target)
+        if (isinstance(layer, FOLDABLE_LAYERS) and _channels(layer) == norm.num_features
+                and calls[id(layer)] == calls[id(norm)] == 1
+                and not _has_forward_hooks(layer) and not _has_forward_hooks(norm)):
+            pairs.append(FoldedPair(layer, norm))
+    if not pairs:
         return None
-    traced.graph.lint()
-    traced.recompile()
+    folded = FoldedNetwork(pairs)
     with torch.inference_mode():
-        plain, folded = outputs(net).float(), outputs(traced).float()
-    if not torch.allclose(folded, plain, rtol=AGREEMENT, atol=AGREEMENT * float(plain.abs().max())):
+        plain = outputs(net).float()
+        for pair in pairs:
+            pair.install()
+        fused = outputs(net).float()
+    if not torch.allclose(fused, plain, rtol=AGREEMENT, atol=AGREEMENT * float(plain.abs().max())):
+        folded.uninstall()
         return None
-    return FoldedNetwork(traced, layers)
+    return folded
 
 
 def _normalizes_by_running_statistics(module) -> bool:
@@ -136,13 +186,16 @@ def _normalizes_by_running_statistics(module) -> bool:
             and module.running_mean is not None and module.running_var is not None)
 
 
-def _has_forward_hooks(net: nn.Module) -> bool:
-    """True when a forward hook or pre-hook is registered on any module of ``net``, or globally."""
+def _global_forward_hooks() -> bool:
+    """True when a forward hook or pre-hook is registered for every module (it would see the pair's
+    layer give the BatchNorm's output)."""
     from torch.nn.modules import module as registry
 
-    if registry._global_forward_hooks or registry._global_forward_pre_hooks:
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    return bool(registry._global_forward_hooks or registry._global_forward_pre_hooks)
+
+
+def _has_forward_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
 def _channels(layer: nn.Module) -> int:

@@ -42,6 +42,7 @@ LOSS_NAMES = ("crossentropy", "mse")
 MAX_EXP_ARGUMENT = 709.0  # math.exp overflows a float beyond it
 # below this many classes PyTorch's CPU log-softmax along a row runs scalar code (bench/README.md, "Small class counts")
 CPU_ROW_KERNEL_MIN_CLASSES = 16
+CLASS_FIRST_PADDING = 64  # samples: a multiple of every CPU vector width, so none falls in a partial vector
 IGNORE_INDEX = -100  # the label of a token that is not scored (PyTorch's and Hugging Face's convention)
 
 Inputs = Any  # a tensor, a dict of tensors (input_ids, attention_mask, ...) or a tuple of tensors
@@ -183,12 +184,21 @@ class LanguageModel(Task):
             labels = labels.masked_fill(inputs["attention_mask"][:, 1:] == 0, IGNORE_INDEX)
         logits = outputs[:, :-1].float()
         scored = labels != IGNORE_INDEX
-        losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
-        finite = torch.isfinite(logits).all(dim=2)
+        # one row per token: PyTorch's fast layout (a (batch, vocabulary, tokens) view is copied and
+        # reduced along its middle axis, several times slower)
+        losses = F.cross_entropy(logits.reshape(-1, logits.shape[2]), labels.reshape(-1),
+                                 ignore_index=IGNORE_INDEX, reduction="none").view(labels.shape)
+        correct = (logits.argmax(dim=2) == labels) & scored
+        if all_finite_on_cpu(logits):
+            nonfinite = torch.zeros_like(correct)
+        else:
+            finite = torch.isfinite(logits).all(dim=2)
+            nonfinite = ~finite & scored
+            correct.logical_and_(finite)
         return {"loss": losses.double().sum(dim=1),
                 "count": scored.long().sum(dim=1),
-                "acc": ((logits.argmax(dim=2) == labels) & finite & scored).long().sum(dim=1),
-                "nonfinite": (~finite & scored).long().sum(dim=1)}
+                "acc": correct.long().sum(dim=1),
+                "nonfinite": nonfinite.long().sum(dim=1)}
 
     def finish(self, totals, samples):
         tokens = totals["count"]
@@ -289,7 +299,7 @@ def all_finite_on_cpu(outputs: torch.Tensor) -> bool:
     outputs. Reading the answer on a GPU would stall the stream, so there it
     is always False.
     """
-    return outputs.device.type == "cpu" and bool(torch.isfinite(outputs.sum(dtype=torch.float32)))
+    return outputs.device.type == "cpu" and math.isfinite(outputs.sum(dtype=torch.float32).item())
 
 
 def per_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str) -> torch.Tensor:
@@ -301,14 +311,25 @@ def per_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str
     outputs, targets = outputs.float(), _widened(targets)
     if loss_name == "crossentropy":
         if outputs.device.type == "cpu" and outputs.ndim == 2 and outputs.shape[1] < CPU_ROW_KERNEL_MIN_CLASSES:
-            # the same cross-entropy with the classes as dim 1 of a (1, classes, batch) view: PyTorch's
-            # CPU kernel then vectorizes along the batch (4-10x faster for 2-10 classes, equal to 1 ulp)
-            return F.cross_entropy(outputs.t()[None], targets[None], reduction="none")[0]
+            return _class_first_cross_entropy(outputs, targets)
         return F.cross_entropy(outputs, targets, reduction="none")
     if loss_name == "mse":
         probs = F.softmax(outputs, dim=1)
         return ((probs - F.one_hot(targets, probs.shape[1]).to(probs.dtype)) ** 2).mean(dim=1)
     raise LandscapeError(f"--loss_name {loss_name!r}: choose one of {', '.join(LOSS_NAMES)}")
+
+
+def _class_first_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy computed with the classes as dim 1 of a (1, classes, batch) copy.
+
+    PyTorch's CPU kernel then vectorizes along the batch (4-10x faster than
+    along a row of 2-15 classes; equal to 1 ulp). The copy is padded to whole
+    vectors: a sample in a last, partial vector would be computed by other
+    code, and its loss would depend on its place in the batch by an ulp.
+    """
+    pad = -len(targets) % CLASS_FIRST_PADDING
+    scores = F.pad(outputs.t(), (0, pad))[None]
+    return F.cross_entropy(scores, F.pad(targets, (0, pad))[None], reduction="none")[0, :len(targets)]
 
 
 def split_mean_loss(task: Task, forward: Callable, batches: Iterable[tuple[Inputs, torch.Tensor]]) -> torch.Tensor:

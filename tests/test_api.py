@@ -69,12 +69,14 @@ def test_returned_directions_evaluate_the_same_plane_again(trained, spirals, ref
                         directions=other.directions, progress=False)
 
 
-def test_network_mode_weights_and_threads_are_restored(trained, spirals):
+def test_network_mode_weights_forwards_and_threads_are_restored(trained, spirals):
     trained.train()
     before = {k: v.clone() for k, v in trained.state_dict().items()}
     threads = torch.get_num_threads()
-    compute_surface(trained, spirals, **GRID, progress=False)
+    surface = compute_surface(trained, spirals, **GRID, progress=False)
+    assert surface.metrics["train_loss"].min() > 0
     assert trained.training and all(m.training for m in trained.modules())
+    assert all("forward" not in m.__dict__ for m in trained.modules())  # folded BatchNorm's forwards are gone
     assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
     assert torch.get_num_threads() == threads
     trained.eval()
@@ -103,6 +105,7 @@ def test_interrupted_call_restores_the_network(trained, spirals):
         compute_surface(net, spirals, **GRID, batch_size=1000, task=task, progress=False)
     assert len(task.threads) == 3  # interrupted at the third point of the grid, not before it
     assert all(m.training for m in net.modules())
+    assert all("forward" not in m.__dict__ for m in net.modules())  # folded BatchNorm's forwards are gone
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 

@@ -126,6 +126,19 @@ def test_several_splits_in_one_pass_equal_each_split_alone(trained):
     assert both["test_acc"] == alone["test_acc"]
 
 
+def test_a_batch_across_two_splits_adds_each_sample_to_its_own_split(trained):
+    train, test = demo_split("train", n=250), demo_split("test", n=130)  # batch 4 of 64 holds both
+    x, y = create_directions(trained, DirectionSpec())
+    both = PointEvaluator(copy.deepcopy(trained), "weights", x, y, {"train": train, "test": test}, batch_size=64)
+    assert None in list(both.data.batch_splits(64))
+    values = both(0.3, 0.2)
+    for name, split in (("train", train), ("test", test)):
+        alone = PointEvaluator(copy.deepcopy(trained), "weights", x, y, {name: split}, batch_size=64)(0.3, 0.2)
+        assert values[f"{name}_loss"] == pytest.approx(alone[f"{name}_loss"], rel=1e-6)
+        assert values[f"{name}_acc"] == alone[f"{name}_acc"]
+        assert values[f"{name}_nonfinite"] == alone[f"{name}_nonfinite"] == 0
+
+
 def test_reduced_precision_is_close_and_checked_against_fp32(trained):
     x, y = create_directions(trained, DirectionSpec())
     splits = {"train": demo_split("train")}

@@ -13,7 +13,6 @@ from conftest import train_demo_net
 from mpi_landscape.directions import DirectionSpec, create_directions
 from mpi_landscape.evaluate import PointEvaluator, SplitData
 from mpi_landscape.folding import fold_batchnorm
-from mpi_landscape.task import per_sample_loss
 
 POINTS = [(0.0, 0.0), (0.3, -0.2), (-0.9, 0.7)]
 
@@ -31,9 +30,9 @@ def with_running_statistics(net: nn.Module, inputs: torch.Tensor) -> nn.Module:
     return net.eval()
 
 
-def evaluations(net, inputs, targets, dir_type="weights", **options):
+def evaluations(net, inputs, targets, dir_type="weights", ignore="biasbn", **options):
     """Metrics at POINTS, folded and unfolded, and the folded evaluator."""
-    x, y = create_directions(net, DirectionSpec(dir_type=dir_type, seed=1))
+    x, y = create_directions(net, DirectionSpec(dir_type=dir_type, xignore=ignore, yignore=ignore, seed=1))
     split = {"train": SplitData(inputs, targets)}
     folded = PointEvaluator(copy.deepcopy(net), dir_type, x, y, split, batch_size=64, **options)
     plain = PointEvaluator(copy.deepcopy(net), dir_type, x, y, split, batch_size=64, fold_bn=False, **options)
@@ -57,7 +56,7 @@ def test_conv_networks_fold_every_batchnorm_and_keep_their_numbers(name):
     net = with_running_statistics(models.build_model(name), inputs)
     folded, plain, evaluator = evaluations(net, inputs, targets)
     norms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
-    assert len(evaluator.folded.layers) == norms
+    assert len(evaluator.folded.pairs) == norms
     assert_same_metrics(folded, plain, len(targets))
     assert sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in evaluator.net.modules()) == norms  # kept
 
@@ -67,17 +66,30 @@ def test_the_demo_mlp_folds_linear_and_batchnorm1d_and_keeps_its_numbers():
     torch.manual_seed(0)
     inputs, targets = torch.randn(500, 2), torch.randint(0, 3, (500,))
     folded, plain, evaluator = evaluations(net, inputs, targets)
-    assert len(evaluator.folded.layers) == 2
+    assert len(evaluator.folded.pairs) == 2
     assert_same_metrics(folded, plain, len(targets))
 
 
-def test_moved_running_statistics_are_folded_at_each_point():
+@pytest.mark.parametrize("dir_type", ["weights", "states"])
+def test_moved_biases_batchnorm_parameters_and_statistics_are_folded_at_each_point(dir_type):
+    # xignore none: biases and BatchNorm tensors move too (and with states the running statistics)
     torch.manual_seed(0)
     inputs, targets = torch.randn(64, 3, 16, 16), torch.randint(0, 10, (64,))
     net = with_running_statistics(models.build_model("resnet20"), inputs)
-    folded, plain, _ = evaluations(net, inputs, targets, dir_type="states")
+    folded, plain, evaluator = evaluations(net, inputs, targets, dir_type=dir_type, ignore="none")
     assert_same_metrics(folded, plain, len(targets))
-    assert folded[1]["train_loss"] != folded[2]["train_loss"]
+    moving = evaluator.folded.pairs[0]._moving
+    assert moving == ({"weight", "gamma", "beta", "mean", "var"} if dir_type == "states" else
+                      {"weight", "gamma", "beta"})
+
+
+def test_with_the_papers_ignore_only_the_weights_are_refolded_at_a_point():
+    torch.manual_seed(0)
+    inputs, targets = torch.randn(64, 3, 16, 16), torch.randint(0, 10, (64,))
+    net = with_running_statistics(models.build_model("resnet20"), inputs)
+    folded, plain, evaluator = evaluations(net, inputs, targets, dir_type="states")
+    assert_same_metrics(folded, plain, len(targets))
+    assert all(layer._moving == {"weight"} for layer in evaluator.folded.pairs)
 
 
 class Layers(nn.Module):
@@ -109,7 +121,7 @@ def test_every_convolution_form_folds_to_the_same_numbers(channels_last):
     inputs, targets = torch.randn(48, 3, 16, 16), torch.randint(0, 5, (48,))
     net = with_running_statistics(Layers(), inputs)
     folded, plain, evaluator = evaluations(net, inputs, targets, channels_last=channels_last)
-    assert len(evaluator.folded.layers) == 4
+    assert len(evaluator.folded.pairs) == 4
     assert_same_metrics(folded, plain, len(targets))
 
 
@@ -146,14 +158,70 @@ def test_folding_is_refused_where_it_would_not_be_the_same_network():
     branching = with_running_statistics(Branching(), torch.randn(40, 4))
     assert fold_batchnorm(branching, lambda forward: forward(torch.randn(8, 4))) is None
 
-    hooked = train_demo_net(steps=5).eval()
+    net = train_demo_net(steps=5).eval()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: None)
+    try:
+        assert fold_batchnorm(net, lambda forward: forward(sequences[0, :, :2])) is None  # every module hooked
+    finally:
+        handle.remove()
+
+
+def test_a_hooked_layer_keeps_its_batchnorm_and_its_hook_sees_its_own_output():
+    net = train_demo_net(steps=5).eval()
     seen = []
-    hooked[0].register_forward_hook(lambda module, args, out: seen.append(out.shape))
-    assert fold_batchnorm(hooked, lambda forward: forward(torch.randn(8, 2))) is None
-    evaluator = PointEvaluator(hooked, "weights", *create_directions(hooked, DirectionSpec()),
-                               {"train": SplitData(torch.randn(30, 2), torch.randint(0, 3, (30,)))})
+    net[0].register_forward_hook(lambda module, args, out: seen.append(out.clone()))
+    inputs, targets = torch.randn(30, 2), torch.randint(0, 3, (30,))
+    evaluator = PointEvaluator(net, "weights", *create_directions(net, DirectionSpec()),
+                               {"train": SplitData(inputs, targets)}, batch_size=30)
+    assert [pair.layer for pair in evaluator.folded.pairs] == [net[3]]  # only the pair without a hook
+    seen.clear()
     evaluator(0.1, 0.1)
-    assert evaluator.folded is None and len(seen) == 2  # the check of one batch, then the point
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], nn.functional.linear(inputs, net[0].weight, net[0].bias))
+
+
+class Counting(nn.Module):
+    """A user's model whose forward has Python of its own: it counts its calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.body = nn.Sequential(nn.Linear(2, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+
+    def forward(self, x):
+        self.calls += 1
+        return self.body(x)
+
+
+def test_the_models_own_forward_still_runs_at_every_point():
+    torch.manual_seed(0)
+    inputs, targets = torch.randn(40, 2), torch.randint(0, 3, (40,))
+    net = with_running_statistics(Counting(), inputs)
+    evaluator = PointEvaluator(net, "weights", *create_directions(net, DirectionSpec()),
+                               {"train": SplitData(inputs, targets)}, batch_size=20)
+    assert len(evaluator.folded.pairs) == 1
+    before = net.calls
+    for point in POINTS:
+        evaluator(*point)
+    assert net.calls - before == 2 * len(POINTS)  # two batches a point
+
+
+def test_autograd_and_train_mode_see_the_unfolded_network():
+    torch.manual_seed(0)
+    inputs, targets = torch.randn(64, 3, 16, 16), torch.randint(0, 10, (64,))
+    net = with_running_statistics(models.build_model("resnet20"), inputs)
+    plain = copy.deepcopy(net)
+    evaluator = PointEvaluator(net, "weights", *create_directions(net, DirectionSpec()),
+                               {"train": SplitData(inputs, targets)})
+    assert len(evaluator.folded.pairs) == 21
+    for model in (evaluator.net, plain):
+        nn.functional.cross_entropy(model(inputs.contiguous(memory_format=torch.channels_last)), targets).backward()
+    grads = {name: p.grad for name, p in plain.named_parameters()}
+    for name, p in evaluator.net.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-6)
+    evaluator.net.train()
+    with torch.no_grad():
+        torch.testing.assert_close(evaluator.net(inputs), plain.train()(inputs), rtol=1e-4, atol=1e-5)
 
 
 def test_sequences_with_a_refused_fold_are_still_evaluated_exactly():
@@ -172,19 +240,6 @@ def test_bn_recompute_runs_the_real_batchnorms():
     x, y = create_directions(net, DirectionSpec())
     evaluator = PointEvaluator(net, "weights", x, y, {"train": SplitData(inputs, targets)}, bn="recompute")
     assert evaluator.folded is None
-
-
-@pytest.mark.parametrize("classes", [2, 3, 10, 15, 16, 100])
-def test_cross_entropy_in_any_layout_equals_pytorchs_and_trains(classes):
-    torch.manual_seed(0)
-    outputs = (3 * torch.randn(257, classes)).requires_grad_()
-    targets = torch.randint(0, classes, (257,))
-    ours = per_sample_loss(outputs, targets, "crossentropy")
-    torch.testing.assert_close(ours, nn.functional.cross_entropy(outputs, targets, reduction="none"),
-                               rtol=1e-6, atol=1e-6)
-    ours.sum().backward()
-    expected = torch.softmax(outputs.detach(), dim=1) - nn.functional.one_hot(targets, classes)
-    torch.testing.assert_close(outputs.grad, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_the_command_line_folds_by_default_and_records_it(tmp_path, demo_checkpoint):

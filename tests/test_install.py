@@ -4,8 +4,10 @@ CPU-only build, a cluster module) installs the project beside it with ``--no-dep
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import mpi_landscape_models as models
 import torch
@@ -43,9 +45,12 @@ def test_no_deps_install_beside_a_sites_torch_and_a_users_models_package(tmp_pat
 
     checkpoint = project / "demo.t7"
     models.save_checkpoint(str(checkpoint), models.build_model("demo_mlp"))
+    # the site's MPI library, found the way a site's module system makes it found
+    site_mpi = venv_env(LD_LIBRARY_PATH=os.pathsep.join(filter(None, [str(Path(sys.prefix) / "lib"),
+                                                                         os.environ.get("LD_LIBRARY_PATH")])))
     run = subprocess.run([str(python), "-m", "mpi_landscape.surface", "--model", "demo_mlp", "--model_file",
                           str(checkpoint), "--dataset", "demo", "--data_split", "20", "--x=-1:1:3",
-                          "--surf_file", "s.h5"], cwd=project, env=venv_env(), capture_output=True, text=True,
+                          "--surf_file", "s.h5"], cwd=project, env=site_mpi, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert (project / "s.h5").is_file()

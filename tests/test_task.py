@@ -15,7 +15,8 @@ from mpi_landscape.directions import DirectionSpec, create_directions
 from mpi_landscape.errors import LandscapeError
 from mpi_landscape.evaluate import PointEvaluator, SplitData
 from mpi_landscape.store import read_surface
-from mpi_landscape.task import Classification, LanguageModel, Regression, make_task, metric_names, split_mean_loss
+from mpi_landscape.task import (Classification, LanguageModel, Regression, make_task, metric_names, per_sample_loss,
+                                split_mean_loss)
 
 
 class TinyLM(nn.Module):
@@ -317,3 +318,29 @@ def test_figures_name_the_loss_of_the_task():
     assert label({"task": "regression"}) == "loss (train, mean squared error)"
     assert label({"task": "classification", "loss_name": "crossentropy"}) == "loss (train, mean cross-entropy)"
     assert label({"task": "mytask:build"}) == "loss (train, loss of --task mytask:build)"
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10, 15, 16, 100])
+def test_cross_entropy_in_any_layout_equals_pytorchs_and_trains(classes):
+    torch.manual_seed(0)
+    outputs = (3 * torch.randn(257, classes)).requires_grad_()
+    targets = torch.randint(0, classes, (257,))
+    ours = per_sample_loss(outputs, targets, "crossentropy")
+    torch.testing.assert_close(ours, nn.functional.cross_entropy(outputs, targets, reduction="none"),
+                               rtol=1e-6, atol=1e-6)
+    ours.sum().backward()
+    expected = torch.softmax(outputs.detach(), dim=1) - nn.functional.one_hot(targets, classes)
+    torch.testing.assert_close(outputs.grad, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10])
+def test_a_samples_loss_does_not_depend_on_its_place_in_the_batch(classes):
+    # the class-first layout vectorizes along the batch: no sample may fall in a partial vector
+    gen = torch.Generator().manual_seed(0)
+    outputs, targets = 4 * torch.randn(4096, classes, generator=gen), torch.randint(0, classes, (4096,), generator=gen)
+    whole = per_sample_loss(outputs, targets, "crossentropy")
+    for size in (1, 5, 7, 13, 100, 999):
+        pieces = [per_sample_loss(outputs[s:s + size], targets[s:s + size], "crossentropy")
+                  for s in range(0, len(targets), size)]
+        assert torch.equal(torch.cat(pieces), whole), size
+
