@@ -322,7 +322,7 @@ def per_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str
 def _class_first_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-sample cross-entropy computed with the classes as dim 1 of a (1, classes, batch) copy.
 
-    PyTorch's CPU kernel then vectorizes along the batch (4-10x faster than
+    PyTorch's CPU kernel then vectorizes along the batch (2-10x faster than
     along a row of 2-15 classes; equal to 1 ulp). The copy is padded to whole
     vectors: a sample in a last, partial vector would be computed by other
     code, and its loss would depend on its place in the batch by an ulp.
