@@ -141,7 +141,7 @@ def _cifar10(root: str, train: bool, raw_data: bool, download: bool, kept: Selec
 
 def cifar_norm(raw_data: bool = False) -> PixelNorm:
     """The evaluation transform of the paper's CIFAR-10 networks (ToTensor only with ``raw_data``)."""
-    return PixelNorm((0.0,) * 3, (1.0,) * 3) if raw_data else PixelNorm(CIFAR10_MEAN, CIFAR10_STD)
+    return PixelNorm.of(CIFAR10_MEAN, CIFAR10_STD, raw_data)
 
 
 def cifar_inputs(pixels: np.ndarray, raw_data: bool = False) -> torch.Tensor:

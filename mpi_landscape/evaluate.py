@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import itertools
 import math
 import time
@@ -64,12 +65,22 @@ class PixelNorm:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    @classmethod
+    def of(cls, mean: tuple[float, ...], std: tuple[float, ...], raw_data: bool = False) -> "PixelNorm":
+        """Normalize(mean, std) after ToTensor(), or ToTensor() alone with ``--raw_data``."""
+        return cls((0.0,) * len(mean), (1.0,) * len(std)) if raw_data else cls(mean, std)
+
     def apply(self, pixels: torch.Tensor) -> torch.Tensor:
         """NCHW uint8 pixels as normalized float32 inputs, on their device and in their memory format."""
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.mean, device=pixels.device).view(shape)
-        std = torch.tensor(self.std, device=pixels.device).view(shape)
+        mean, std = _statistics_on(self, pixels.device)
         return pixels.float().div(255).sub(mean).div(std)
+
+
+@functools.cache
+def _statistics_on(norm: PixelNorm, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``norm``'s mean and std as (1, C, 1, 1) tensors on ``device``, made once (not copied per batch)."""
+    shape = (1, -1, 1, 1)
+    return (torch.tensor(norm.mean, device=device).view(shape), torch.tensor(norm.std, device=device).view(shape))
 
 
 @dataclass
@@ -165,23 +176,22 @@ class StackedSplits:
     def _slices(self, offset: int, tensors: tuple, batch_size: int, start: int, stop: int):
         """The (inputs, targets, split ids) batches of samples start..stop that lie in ``tensors``
         (samples offset.. of the stream), on the device."""
+        for begin in range(max(start, offset), min(stop, offset + len(tensors[1])), batch_size):
+            yield self._piece(tensors, begin - offset, min(begin + batch_size, stop) - offset)
+
+    def _piece(self, tensors: tuple, a: int, b: int) -> tuple[Inputs, torch.Tensor, torch.Tensor]:
+        """Samples a..b of (inputs, targets, split ids), on the device (a view where they are already)."""
         inputs, targets, split_ids = tensors
-        for begin in range(max(start, offset), min(stop, offset + len(targets)), batch_size):
-            a, b = begin - offset, min(begin + batch_size, stop) - offset
-            yield (map_tensors(lambda t: t[a:b].to(self.device, non_blocking=True), inputs),
-                   targets[a:b].to(self.device, non_blocking=True),
-                   split_ids[a:b].to(self.device, non_blocking=True))
+        return (map_tensors(lambda t: t[a:b].to(self.device, non_blocking=True), inputs),
+                targets[a:b].to(self.device, non_blocking=True), split_ids[a:b].to(self.device, non_blocking=True))
 
     def _streamed(self, start: int, stop: int, chunk: int):
         """(offset, tensors) of consecutive chunks on the device; the next is copied while this one computes."""
         side = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
         def fetch(a: int):
-            b = min(a + chunk, stop)
             with torch.cuda.stream(side) if side else contextlib.nullcontext():
-                return a, (map_tensors(lambda t: t[a:b].to(self.device, non_blocking=True), self.inputs),
-                           self.targets[a:b].to(self.device, non_blocking=True),
-                           self.split_ids[a:b].to(self.device, non_blocking=True))
+                return a, self._piece((self.inputs, self.targets, self.split_ids), a, min(a + chunk, stop))
 
         offsets = list(range(start, stop, chunk))
         upcoming = fetch(offsets[0]) if offsets else None
@@ -346,6 +356,23 @@ def _rebind(net: torch.nn.Module, name: str, view: torch.Tensor) -> None:
         raise KeyError(name)
 
 
+@dataclass(frozen=True)
+class TotalsLayout:
+    """A task's per-batch sums as the evaluator adds them: their keys in order, their
+    ``<split>/<total>`` names per split, and which are counts (exact in float64 up to 2**53;
+    ``finish`` gives them back as integers)."""
+
+    keys: tuple[str, ...]
+    names: tuple[tuple[str, ...], ...]
+    integer: frozenset[str]
+
+    @classmethod
+    def of(cls, parts: Mapping[str, torch.Tensor], splits: list[str]) -> "TotalsLayout":
+        keys = tuple(parts)
+        return cls(keys, tuple(tuple(f"{split}/{k}" for k in keys) for split in splits),
+                   frozenset(k for k, part in parts.items() if not part.is_floating_point()))
+
+
 class PointEvaluator:
     """A task's loss and metrics of one network at any grid point, everything kept on one device.
 
@@ -386,8 +413,7 @@ class PointEvaluator:
         self.precision, self.bn = precision, bn
         self.bn_batch_size = bn_batch_size
         self.fixed_batch_size = batch_size
-        self._integer_totals: set[str] = set()  # totals the task counts in integers (told by _sums)
-        self._total_names: dict[tuple[str, ...], list[list[str]]] = {}  # "<split>/<total>" per task keys
+        self._totals: TotalsLayout | None = None  # what the task's sums are, learnt from its first batch
         self.sample_output_bytes = self._check_one_batch()
         # eval-mode BatchNorm folded into the layer before it (folding.py); recompute needs real BatchNorms
         self.folded = fold_batchnorm(self.net, self._sample_outputs) if fold_bn and bn == "eval" else None
@@ -445,7 +471,7 @@ class PointEvaluator:
         for name in self.data.names:
             totals = {key.partition("/")[2]: value for key, value in sums.items() if key.startswith(name + "/")}
             n = int(totals.pop(SAMPLES_TOTAL))
-            totals = {k: int(round(v)) if k in self._integer_totals else float(v) for k, v in totals.items()}
+            totals = {k: int(round(v)) if k in self._totals.integer else float(v) for k, v in totals.items()}
             values.update({f"{name}_{k}": v for k, v in self.task.finish(totals, n).items()})
         return values
 
@@ -493,16 +519,15 @@ class PointEvaluator:
         in float64, so batch sizes change a split's loss only by float64
         rounding (about 1e-16 of it).
         """
-        task, keys, n_splits = self.task, None, len(self.data.names)
+        task, n_splits = self.task, len(self.data.names)
         per_split: list[list[torch.Tensor]] = [[] for _ in range(n_splits)]  # float64 rows of batch totals
         with self._autocast(precision):
             for (inputs, targets, split_ids), split in zip(self.data.batches(batch_size),
                                                           self.data.batch_splits(batch_size)):
                 parts = task.sums(task.outputs(forward, inputs), inputs, targets)
-                if keys is None:
-                    keys = tuple(parts)
-                    # counts are exact in float64 up to 2**53; finish() gives them back as integers
-                    self._integer_totals = {k for k, part in parts.items() if not part.is_floating_point()}
+                if self._totals is None:
+                    self._totals = TotalsLayout.of(parts, self.data.names)
+                keys = self._totals.keys
                 if split is not None:
                     per_split[split].append(torch.stack([parts[k].sum(dtype=torch.float64) for k in keys]))
                 else:
@@ -512,11 +537,8 @@ class PointEvaluator:
                         per_split[i].append(spanning[i])
         rows = torch.stack([rows[0] if len(rows) == 1 else torch.stack(rows).sum(dim=0)
                             for rows in per_split]).tolist()  # the point's one sync
-        names = self._total_names.get(keys)
-        if names is None:
-            names = self._total_names[keys] = [[f"{split}/{k}" for k in keys] for split in self.data.names]
         sums = {}
-        for split_names, row, split, n in zip(names, rows, self.data.names, self.data.sizes):
+        for split_names, row, split, n in zip(self._totals.names, rows, self.data.names, self.data.sizes):
             sums.update(zip(split_names, row))
             sums[f"{split}/{SAMPLES_TOTAL}"] = float(n)
         return sums

@@ -37,11 +37,6 @@ def evaluation_transform(image_size: int) -> transforms.Compose:
                                transforms.CenterCrop(image_size), transforms.PILToTensor()])
 
 
-def pixel_norm(raw_data: bool) -> PixelNorm:
-    """ImageNet's statistics, or none with ``--raw_data``."""
-    return PixelNorm((0.0,) * 3, (1.0,) * 3) if raw_data else PixelNorm(IMAGENET_MEAN, IMAGENET_STD)
-
-
 def split_folder(root: str, split: str) -> str:
     """The folder of ``split`` under ``root``: train/, and val/ or test/ for the test split."""
     for name in SPLIT_FOLDERS[split]:
@@ -76,7 +71,7 @@ def load_image_folder(root: str, split: str, kept, image_size: int, raw_data: bo
         pixels = _decode(dataset, samples, image_size, folder)
         _write_cache(path, pixels)
     targets = torch.tensor([label for _, label in samples], dtype=torch.int64)
-    return SplitData(pixels, targets, pixel_norm(raw_data), kept.whole(len(dataset)))
+    return SplitData(pixels, targets, PixelNorm.of(IMAGENET_MEAN, IMAGENET_STD, raw_data), kept.whole(len(dataset)))
 
 
 def cache_path(folder: str, samples: list[tuple[str, int]], image_size: int, selection: str,

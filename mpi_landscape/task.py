@@ -145,13 +145,7 @@ class Classification(Task):
         self.loss_name = loss_name
 
     def sums(self, outputs, inputs, targets):
-        correct = outputs.argmax(dim=1) == targets
-        if all_finite_on_cpu(outputs):
-            nonfinite = torch.zeros_like(correct)
-        else:
-            finite = torch.isfinite(outputs).all(dim=1)
-            nonfinite = finite.logical_not()
-            correct.logical_and_(finite)
+        correct, nonfinite = correct_and_nonfinite(outputs, targets)
         return {"loss": per_sample_loss(outputs, targets, self.loss_name).double(),
                 "acc": correct, "nonfinite": nonfinite}
 
@@ -188,13 +182,9 @@ class LanguageModel(Task):
         # reduced along its middle axis, several times slower)
         losses = F.cross_entropy(logits.reshape(-1, logits.shape[2]), labels.reshape(-1),
                                  ignore_index=IGNORE_INDEX, reduction="none").view(labels.shape)
-        correct = (logits.argmax(dim=2) == labels) & scored
-        if all_finite_on_cpu(logits):
-            nonfinite = torch.zeros_like(correct)
-        else:
-            finite = torch.isfinite(logits).all(dim=2)
-            nonfinite = ~finite & scored
-            correct.logical_and_(finite)
+        correct, nonfinite = correct_and_nonfinite(logits, labels)
+        correct.logical_and_(scored)
+        nonfinite.logical_and_(scored)
         return {"loss": losses.double().sum(dim=1),
                 "count": scored.long().sum(dim=1),
                 "acc": correct.long().sum(dim=1),
@@ -288,6 +278,17 @@ def metric_names(splits: Iterable[str], task: Task | None = None) -> list[str]:
     """The names a point's metrics get for these splits under ``task``, in file order."""
     task = task or Classification()
     return [f"{split}_{m}" for split in splits for m in ("loss", *task.metrics)]
+
+
+def correct_and_nonfinite(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per prediction (the last axis of ``scores`` holds the classes): whether its top score is
+    ``labels``' class, and whether any of its scores is not finite (such a prediction is never
+    correct). On a CPU one sum first tells whether there is any non-finite score at all."""
+    correct = scores.argmax(dim=-1) == labels
+    if all_finite_on_cpu(scores):
+        return correct, torch.zeros_like(correct)
+    finite = torch.isfinite(scores).all(dim=-1)
+    return correct.logical_and_(finite), finite.logical_not_()
 
 
 def all_finite_on_cpu(outputs: torch.Tensor) -> bool:
