@@ -64,6 +64,7 @@ MAX_CHUNK = 16
 NO_POINT = -1  # a leader's "no more points" to its members
 
 FAILED_WORKER_GRACE = 30  # seconds a failed worker waits for rank 0 to end the job before it does
+ABORT_FORWARD_SECONDS = 1.0  # what the launcher gets to forward the last words before an abort
 EXIT_USER_ERROR, EXIT_BUG = 2, 1
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
@@ -353,11 +354,15 @@ class Context:
 
         MPI's own notice of the abort would only repeat the text, so this
         rank's stderr is closed before MPI_Abort; under MPICH MPI_Abort may
-        return, and ``os._exit`` makes sure this rank ends even so.
+        return, and ``os._exit`` makes sure this rank ends even so. The
+        launcher forwards a rank's output from a pipe on its own time and an
+        abort tears that down, so the rank first gives it ABORT_FORWARD_SECONDS
+        to pass the text on (on a loaded machine it was otherwise lost).
         """
         sys.stderr.write(text.rstrip("\n") + "\n")
         sys.stderr.flush()
         sys.stdout.flush()
+        time.sleep(ABORT_FORWARD_SECONDS)
         os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
         try:
             self.comm.Abort(code)
