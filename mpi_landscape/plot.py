@@ -18,7 +18,9 @@ Levels and colour ranges come from the data unless ``--vmin/--vmax/--vlevel``
 fix them; a loss spanning a decade or more gets log-spaced round levels, so a
 trained network's basin has contours of its own. Points where the network
 diverged are gaps marked as such. A partial 2D file is drawn as the finest
-complete coarse-to-fine lattice it holds. Titles are short; the file's
+complete coarse-to-fine lattice it holds; a file with no finished point,
+or no finite value to draw, is refused in one line (``--watch`` waits for its
+first point instead). Titles are short; the file's
 details go into each figure file's metadata. The paths written are printed,
 one per line.
 """

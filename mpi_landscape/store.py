@@ -12,7 +12,8 @@ Surface file: ``dir_file`` (string dataset), ``xcoordinates``,
 (``train_loss``, ``train_acc``, ...) of shape ``(ny, nx)`` -- ``(nx,)`` for a
 line -- with NaN where unfinished, and ``done`` (uint8), the authority on what
 is finished. Root attributes carry the request's identity (checked on resume)
-and provenance.
+and provenance, with a list of the runs that computed points. A rerun keeps
+every array the file holds: what it may compute is ``_Rerun``'s rule.
 
 Durability: the live surface file is only ever replaced whole (written beside
 it, fsync'd, then ``os.replace`` and an fsync of the folder), so a reader or a
