@@ -254,6 +254,7 @@ class SurfaceWriter:
         self.notes: list[str] = []  # what reopening found and mended, for the user
         self._dirty = False
         self._last_flush = self._last_sync = time.monotonic()
+        self.identity: dict = {}  # what the file's points were computed for (its identity attribute)
         self._lock = lock
         self._journal = None
         self._run: dict | None = None  # this run's entry in the file's list of runs, while it computes
@@ -313,6 +314,8 @@ class SurfaceWriter:
             kept = []
         else:
             writer.identity = held.identity if held.identity is not None else request.identity
+        if not writer.done.all():
+            _check_free_space(path, writer.metrics, int((~writer.done).sum()))
         if held.unreadable is not None:
             aside = _set_aside(path)
             writer.notes.insert(0, f"note: {held.unreadable}; it is kept as {aside}, and the results of its "
@@ -325,7 +328,6 @@ class SurfaceWriter:
                 writer.flush(force=True)
             _remove_if_present(journal.path)
             return writer
-        _check_free_space(path, writer.metrics, int((~writer.done).sum()))
         writer.attrs.update(attrs)
         writer._run = {"started": _now(), "dir_file": dir_file, **run}
         writer.attrs[RUNS_ATTR] = [*held.attrs.get(RUNS_ATTR, []), writer._run]
@@ -588,7 +590,7 @@ def _identity_mismatch(held: Mapping, request: _Request) -> str | None:
         old = held.get(key, request.defaults.get(key, absent))
         new = request.identity.get(key, request.defaults.get(key, absent))
         if absent in (old, new):
-            if key in request.optional or old is new:
+            if key in request.optional:
                 continue
         elif _same_value(old, new):
             continue
