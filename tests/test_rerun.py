@@ -239,17 +239,18 @@ def test_a_hessian_file_rerun_without_hessian_keeps_its_curvature(tmp_path, demo
     first = run_module("mpi_landscape.surface", *args, "--hessian", ranks=2, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     before = (tmp_path / "s.h5").read_bytes()
-    again = run_module("mpi_landscape.surface", *args, ranks=2, cwd=tmp_path)
+    shutil.copy(tmp_path / "dirs.h5", tmp_path / "same_dirs.h5")  # the same directions under another name
+    again = run_module("mpi_landscape.surface", *args, "--dir_file", "same_dirs.h5", ranks=2, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "surface: 0 points" in again.stdout and "6/6 done" in again.stdout
-    assert (tmp_path / "s.h5").read_bytes() == before
+    assert (tmp_path / "s.h5").read_bytes() == before  # its last_run, runs and dir_file too
     with h5py.File(tmp_path / "s.h5", "r") as f:
         assert {"max_eig", "min_eig", "eig_ratio"} <= set(f) and np.isfinite(f["max_eig"][()]).all()
 
 
 def test_a_stopped_hessian_run_is_finished_only_by_its_own_request(tmp_path, slow_model, demo_checkpoint):
     out = tmp_path / "s.h5"
-    args = [*DEMO, "--model", slow_model, "--model_file", demo_checkpoint, "--x=-1:1:4", "--y=-1:1:4",
+    args = [*DEMO, "--model", slow_model, "--model_file", demo_checkpoint, "--x=-1:1:3", "--y=-1:1:3",
             "--flush_seconds", "0.2"]
     job = start_surface_job([*args, "--hessian"], tmp_path, {**os.environ, "SLOW_SECONDS": "0.02"})
     wait_for_points(out, 3, job)
@@ -257,7 +258,7 @@ def test_a_stopped_hessian_run_is_finished_only_by_its_own_request(tmp_path, slo
     stdout, stderr = job.communicate(timeout=60)
     assert job.returncode == surface.EXIT_STOPPED, stdout + stderr
     before = out.read_bytes()
-    assert 3 <= read_surface(str(out)).done.sum() < 16
+    assert 3 <= read_surface(str(out)).done.sum() < 9
 
     refused = run_module("mpi_landscape.surface", *args, ranks=2, cwd=tmp_path)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
@@ -271,14 +272,6 @@ def test_a_stopped_hessian_run_is_finished_only_by_its_own_request(tmp_path, slo
     assert s.done.all() and np.isfinite(s.metrics["max_eig"]).all()
     assert (s.metrics["max_eig"][kept.done] == kept.metrics["max_eig"][kept.done]).all()
     assert len(s.attrs["runs"]) == 2 and "finished" in s.attrs["runs"][1]
-
-    shutil.copy(tmp_path / "dirs.h5", tmp_path / "same_dirs.h5")
-    done = out.read_bytes()
-    again = run_module("mpi_landscape.surface", *args, "--dir_file", "same_dirs.h5", "--hessian", ranks=2,
-                       cwd=tmp_path)
-    assert again.returncode == 0 and "surface: 0 points" in again.stdout, again.stderr
-    assert out.read_bytes() == done  # last_run, the runs and dir_file of the run that finished it kept
-    assert read_surface(str(out)).dir_file == "dirs.h5"
 
 
 MARGIN_TASK = '''\
