@@ -34,7 +34,13 @@ from .grid import Grid
 from .networks import checkpoint_sha256, load_network
 from .store import SurfaceWriter
 
+# Identity keys a rerun may leave out, or a file may lack, without being another request: the
+# Hessian's settings (a file's curvature arrays stay as they are when a rerun computes no curvature)
+# and the checkpoints the directions were made from (the directions' own fingerprint is compared).
+OPTIONAL_IDENTITY = ("hessian", "model_file2_sha256", "model_file3_sha256")
+IDENTITY_DEFAULTS = {"task": "classification"}  # what a file without the key was computed with
 PRECISION_WARN_GAP = 0.01  # relative loss gap at the centre above which reduced precision is flagged
+RUN_SUMMARY = ("points", "wall_seconds", "seconds_per_point", "stopped_early")  # of last_run, in the list of runs
 BOOKKEEPING_BYTES_PER_POINT = 80  # rank 0's per-point cost beside the metrics: order, queue, done mask
 
 
@@ -120,7 +126,8 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
 
             stats = ctx.run_grid(todo, evaluate_point, on_result, not config.coordinator_only, group)
         stats.stopped_early = stats.stopped_early and not writer.done.all()
-        writer.close(_timings(stats, ctx, evaluator))
+        timings = _timings(stats, ctx, evaluator)
+        writer.close(timings, run={k: timings["last_run"][k] for k in RUN_SUMMARY})
         _summary(stats, ctx, writer)
         ctx.from_root(lambda: stats.stopped_early)
         return stats
@@ -224,11 +231,14 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
         "shard_sizes": {k: shard_sizes(v.full_size, config.ranks_per_point) for k, v in inputs.splits.items()},
         "directions": describe_directions(dir_file),
     }
+    run = {"command_line": provenance["command_line"], "host": provenance["host"], "ranks": ctx.size,
+           "mpi_landscape": __version__}
     return SurfaceWriter.open(config.resolved_surf_file(), grid.xcoordinates(), grid.ycoordinates(),
                               dir_file, metric_names(config.split_list, make_task(config.task, config.loss_name))
                               + list(HESSIAN_METRICS) * config.hessian,
                               identity, provenance, flush_seconds=config.flush_seconds,
-                              fsync_every_result=config.fsync_every_result)
+                              fsync_every_result=config.fsync_every_result,
+                              optional_identity=OPTIONAL_IDENTITY, identity_defaults=IDENTITY_DEFAULTS, run=run)
 
 
 def _check_precision(evaluator: PointEvaluator, writer: SurfaceWriter) -> None:

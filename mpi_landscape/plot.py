@@ -18,7 +18,9 @@ Levels and colour ranges come from the data unless ``--vmin/--vmax/--vlevel``
 fix them; a loss spanning a decade or more gets log-spaced round levels, so a
 trained network's basin has contours of its own. Points where the network
 diverged are gaps marked as such. A partial 2D file is drawn as the finest
-complete coarse-to-fine lattice it holds. Titles are short; the file's
+complete coarse-to-fine lattice it holds; a file with no finished point,
+or no finite value to draw, is refused in one line (``--watch`` waits for its
+first point instead). Titles are short; the file's
 details go into each figure file's metadata. The paths written are printed,
 one per line.
 """
@@ -198,19 +200,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def wait_for_files(config: PlotConfig) -> None:
-    """With ``--watch``, wait (checking every SECONDS) until every surface file exists: a run
-    started a moment ago creates its file only once its ranks are set up."""
-    missing = [p for p in config.surf_files if not os.path.isfile(p)]
-    if config.watch <= 0 or not missing:
+    """With ``--watch``, wait (checking every SECONDS) until every surface file exists and holds a
+    finished point: a run started a moment ago creates its file only once its ranks are set up,
+    and its first results follow."""
+    if config.watch <= 0:
         return
-    print(f"waiting for {', '.join(missing)} to appear", file=sys.stderr, flush=True)
-    while any(not os.path.isfile(p) for p in config.surf_files):
-        time.sleep(config.watch)
+    missing = [p for p in config.surf_files if not os.path.isfile(p)]
+    if missing:
+        print(f"waiting for {', '.join(missing)} to appear", file=sys.stderr, flush=True)
+        while any(not os.path.isfile(p) for p in config.surf_files):
+            time.sleep(config.watch)
+    empty = [p for p in config.surf_files if not read_surface(p).done.any()]
+    if empty:
+        print(f"waiting for the first finished point of {', '.join(empty)}", file=sys.stderr, flush=True)
+        while any(not read_surface(p).done.any() for p in empty):
+            time.sleep(config.watch)
 
 
 def draw(config: PlotConfig) -> tuple[list[str], float]:
     """Draw every figure ``config`` asks for; returns the paths written and the lowest fraction done."""
     read = [(path, read_surface(path)) for path in config.surf_files]
+    for path, surface in read:
+        drawn = [config.metric] if surface.y is not None or config.band else \
+            [m for m in surface.metrics if is_loss(m)]
+        _check_something_to_draw(path, surface, drawn)
     fraction = min(s.fraction_done for _, s in read)
     loaded = [(path, preview(s)) for path, s in read]
     labels = config.label_list
@@ -234,6 +247,19 @@ def draw(config: PlotConfig) -> tuple[list[str], float]:
             paths = [p for index, item in enumerate(loaded)
                      for p in _draw_2d(config, item, _prefix(config, index, len(loaded)), formats)]
     return paths, fraction
+
+
+def _check_something_to_draw(path: str, surface: Surface, metrics: list[str]) -> None:
+    """Refuse a file whose figures would be blank: no finished point, or no finite value of the
+    ``metrics`` drawn (every finished point diverged)."""
+    done = int(surface.done.sum())
+    if not done:
+        raise LandscapeError(f"{path} has no finished point yet (0 of {surface.done.size}): nothing to "
+                             f"draw; plot it once its run has finished points (--watch waits for them)")
+    present = [m for m in metrics if m in surface.metrics]  # a missing --metric is named where it is drawn
+    if present and not any(np.isfinite(metric_values(surface, m)).any() for m in present):
+        raise LandscapeError(f"{path} has no finite {' or '.join(present)} at any of its {done} finished "
+                             f"points (the network diverged at every one): nothing to draw")
 
 
 def resolve_scale(config: PlotConfig, surfaces: list[Surface]) -> Scale:

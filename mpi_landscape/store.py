@@ -12,7 +12,8 @@ Surface file: ``dir_file`` (string dataset), ``xcoordinates``,
 (``train_loss``, ``train_acc``, ...) of shape ``(ny, nx)`` -- ``(nx,)`` for a
 line -- with NaN where unfinished, and ``done`` (uint8), the authority on what
 is finished. Root attributes carry the request's identity (checked on resume)
-and provenance.
+and provenance, with a list of the runs that computed points. A rerun keeps
+every array the file holds: what it may compute is ``_Rerun``'s rule.
 
 Durability: the live surface file is only ever replaced whole (written beside
 it, fsync'd, then ``os.replace`` and an fsync of the folder), so a reader or a
@@ -50,6 +51,8 @@ JOURNAL_SUFFIX = ".journal"
 LOCK_SUFFIX = ".lock"
 UNREADABLE_SUFFIX = ".unreadable"
 JOURNAL_VERSION = 1
+RUNS_ATTR = "runs"
+RUNS_ATTR_BYTES = 48 * 1024  # an attribute in HDF5's default (compact) storage must stay under 64 KiB
 JOURNAL_BYTES_PER_POINT = 40 + 32  # a line's frame, plus this much per metric (free-space estimate)
 SNAPSHOT_OVERHEAD_BYTES = 1 << 16  # HDF5 structure and attributes beside the arrays (estimate)
 
@@ -237,6 +240,7 @@ class SurfaceWriter:
     and ``flush_seconds`` have passed (``force=True`` always). The journal is
     fsync'd at least every ``flush_seconds`` (after every result with
     ``fsync_every_result``). The writer holds the file's lock until ``close``.
+    A run that has nothing to compute leaves the file as it found it.
     """
 
     def __init__(self, path: str, x: np.ndarray, y: np.ndarray | None, dir_file: str,
@@ -250,77 +254,85 @@ class SurfaceWriter:
         self.notes: list[str] = []  # what reopening found and mended, for the user
         self._dirty = False
         self._last_flush = self._last_sync = time.monotonic()
+        self.identity: dict = {}  # what the file's points were computed for (its identity attribute)
         self._lock = lock
         self._journal = None
+        self._run: dict | None = None  # this run's entry in the file's list of runs, while it computes
 
     @classmethod
     def open(cls, path: str, x: np.ndarray, y: np.ndarray | None, dir_file: str,
              metric_names: Iterable[str], identity: Mapping, attrs: Mapping | None = None,
-             flush_seconds: float = 2.0, fsync_every_result: bool = False) -> "SurfaceWriter":
+             flush_seconds: float = 2.0, fsync_every_result: bool = False,
+             optional_identity: Iterable[str] = (), identity_defaults: Mapping | None = None,
+             run: Mapping | None = None) -> "SurfaceWriter":
         """Create the surface file, or reopen it after checking it matches ``identity``.
 
-        An existing file whose identity (grid, directions, model, data, metrics)
+        An existing file whose identity (grid, directions, model, data, task)
         differs from the request is refused and left untouched, and so is a file
-        another live job holds. The journal of a killed run is replayed: into
-        its file, or -- when that file is missing or unreadable (then kept aside)
-        -- into a new one, if the journal was written for this same request.
+        another live job holds. Identities are compared on the keys of both: a
+        key one side lacks stands for its ``identity_defaults`` value, and is no
+        mismatch at all when it is in ``optional_identity`` (the settings of
+        metrics a rerun may leave out, such as the Hessian's). What a rerun
+        with fewer, more or other metrics than the file does is ``_Rerun``'s
+        rule: no computed array is ever removed. The journal of a killed run is
+        replayed: into its file, or -- when that file is missing or unreadable
+        (then kept aside) -- into a new one, if the journal was written for a
+        request this one matches. ``run`` (command line, host, ...) is this
+        run's entry in the file's ``runs`` attribute, listed only if it has
+        points to compute.
         """
         metric_names = list(metric_names)
-        if flush_seconds < 0:
+        if not flush_seconds >= 0:  # NaN too: snapshots and fsyncs would never be due
             raise LandscapeError(f"--flush_seconds must be 0 or more, got {flush_seconds:g}")
         if os.path.isdir(path):
             raise LandscapeError(f"--surf_file {path} is a folder: name a file, e.g. "
                                  f"{os.path.join(path, 'surface.h5')}")
         require_folder(path, f"--surf_file {path}")
+        request = _Request(x, y, metric_names, _as_json(identity), frozenset(optional_identity),
+                           _as_json(identity_defaults or {}))
         lock = SurfaceLock.acquire(path)
         try:
-            return cls._open_held(path, x, y, dir_file, metric_names, identity, attrs or {},
-                                  flush_seconds, fsync_every_result, lock)
+            return cls._open_held(path, dir_file, request, dict(attrs or {}), flush_seconds,
+                                  fsync_every_result, lock, dict(run or {}))
         except BaseException:
             lock.release()
             raise
 
     @classmethod
-    def _open_held(cls, path, x, y, dir_file, metric_names, identity, attrs, flush_seconds,
-                   fsync_every_result, lock) -> "SurfaceWriter":
-        shape = (len(y), len(x)) if y is not None else (len(x),)
-        header = _journal_header(identity, x, y, metric_names)
+    def _open_held(cls, path: str, dir_file: str, request: "_Request", attrs: dict, flush_seconds: float,
+                   fsync_every_result: bool, lock: SurfaceLock, run: dict) -> "SurfaceWriter":
         journal = _Journal.read(path + JOURNAL_SUFFIX)
-        notes = []
-        existing = None
-        if os.path.exists(path):
-            try:
-                existing = read_surface(path)
-            except LandscapeError as exc:
-                if not journal.entries or journal.header != header:
-                    raise LandscapeError(f"{exc}; delete it to start over") from None
-                aside = _set_aside(path)
-                notes.append(f"note: {exc}; it is kept as {aside}, and the results of its journal "
-                             f"go into a new file")
-        if journal.lines and journal.header not in (header, None):
-            raise LandscapeError(f"{journal.path} was written for another request than this one "
-                                 f"(grid, directions, model, data or metrics); pass another "
-                                 f"--surf_file, or delete it to start over (nothing was changed)")
-        if existing is not None:
-            _check_matches(path, existing, x, y, identity, metric_names)
-            metrics = {k: existing.metrics[k].copy() for k in metric_names}
-            done = existing.done.copy()
-            attrs = {**existing.attrs, **attrs}
+        held = _Held.find(path, journal, request)
+        writer = cls(path, request.x, request.y, held.dir_file or dir_file, held.metrics, held.done,
+                     held.attrs, flush_seconds, lock, fsync_every_result)
+        kept = writer._replay(journal, recovered=held.from_journal)
+        rerun = _Rerun(path, held, request, points_done=int(writer.done.sum()))
+        rerun.check()  # refuses before anything on disk changed
+        if rerun.starts_over:  # nothing computed yet: the file becomes this request's
+            writer.metrics = {k: np.full(request.shape, np.nan) for k in request.metrics}
+            writer.dir_file, writer.identity = dir_file, request.identity
+            kept = []
         else:
-            if journal.lines and journal.header is None:
-                raise LandscapeError(f"{journal.path} has no record of its request and its surface "
-                                     f"file is missing; delete it to start over")
-            metrics = {k: np.full(shape, np.nan) for k in metric_names}
-            done = np.zeros(shape, dtype=bool)
-        attrs[IDENTITY_ATTR] = dict(identity)
-        _check_free_space(path, metrics, int((~done).sum()))
+            writer.identity = held.identity if held.identity is not None else request.identity
+        if not writer.done.all():
+            _check_free_space(path, writer.metrics, int((~writer.done).sum()))
+        if held.unreadable is not None:
+            aside = _set_aside(path)
+            writer.notes.insert(0, f"note: {held.unreadable}; it is kept as {aside}, and the results of its "
+                                   f"journal go into a new file")
+        writer.attrs[IDENTITY_ATTR] = writer.identity
         for leftover in glob.glob(glob.escape(path) + ".tmp*"):
             _remove_if_present(leftover)  # a snapshot a killed run did not finish
-        writer = cls(path, x, y, dir_file, metrics, done, attrs, flush_seconds, lock, fsync_every_result)
-        kept = writer._replay(journal, recovered=existing is None)
-        writer.notes = notes + writer.notes
+        if writer.done.all():  # nothing to compute: the file as it is, unless the journal held news
+            if writer._dirty or not held.from_file:
+                writer.flush(force=True)
+            _remove_if_present(journal.path)
+            return writer
+        writer.attrs.update(attrs)
+        writer._run = {"started": _now(), "dir_file": dir_file, **run}
+        writer.attrs[RUNS_ATTR] = [*held.attrs.get(RUNS_ATTR, []), writer._run]
         writer.flush(force=True)
-        writer._start_journal(header, kept)
+        writer._start_journal(_journal_header(writer.identity, request.x, request.y, list(writer.metrics)), kept)
         return writer
 
     def remaining(self, order: np.ndarray) -> np.ndarray:
@@ -353,12 +365,15 @@ class SurfaceWriter:
         self._last_flush = time.monotonic()
         return True
 
-    def close(self, attrs: Mapping | None = None) -> None:
-        """Write the final snapshot (with ``attrs`` added), drop the journal and the lock."""
-        self.attrs.update(attrs or {})
-        self.flush(force=True)
-        self._journal.close()
-        os.remove(self.path + JOURNAL_SUFFIX)
+    def close(self, attrs: Mapping | None = None, run: Mapping | None = None) -> None:
+        """Write the final snapshot (with ``attrs`` added, ``run`` added to this run's entry in the
+        list of runs), drop the journal and the lock. A run that had nothing to compute writes nothing."""
+        if self._run is not None:
+            self.attrs.update(attrs or {})
+            self._run.update({**(run or {}), "finished": _now()})
+            self.flush(force=True)
+            self._journal.close()
+            os.remove(self.path + JOURNAL_SUFFIX)
         self._lock.release()
 
     def _apply(self, index: int, values: Mapping[str, float]) -> None:
@@ -425,33 +440,189 @@ class SurfaceWriter:
             dset = f.create_dataset(name, data=values)
             for axis, scale in enumerate(scales):
                 dset.dims[axis].attach_scale(scale)
-        _set_attrs(f, {**self.attrs, "points_done": int(self.done.sum()),
-                       "points_total": int(self.done.size)})
+        attrs = {**self.attrs, "points_done": int(self.done.sum()), "points_total": int(self.done.size)}
+        if RUNS_ATTR in attrs:
+            attrs[RUNS_ATTR] = _runs_that_fit(attrs[RUNS_ATTR])
+        _set_attrs(f, attrs)
 
 
-def _check_matches(path: str, existing: Surface, x: np.ndarray, y: np.ndarray | None,
-                   identity: Mapping, metric_names: list[str]) -> None:
-    """Refuse an existing surface file that was computed for a different request."""
-    def refuse(what: str) -> None:
-        raise LandscapeError(
-            f"{path} already holds a surface {what}; pass another --surf_file, "
-            f"or delete it to start over (nothing was changed)"
-        )
+# ---------------------------------------------------------------- reruns
 
-    if (existing.y is None) != (y is None):
-        refuse("of a different dimension (1D vs 2D)")
-    if existing.x.shape != x.shape or not np.allclose(existing.x, x, rtol=0, atol=1e-12):
-        refuse(f"on another x grid ({_axis_text(existing.x)} vs {_axis_text(x)})")
-    if y is not None and (existing.y.shape != y.shape
-                          or not np.allclose(existing.y, y, rtol=0, atol=1e-12)):
-        refuse(f"on another y grid ({_axis_text(existing.y)} vs {_axis_text(y)})")
-    missing = [m for m in metric_names if m not in existing.metrics]
-    if missing:
-        refuse(f"without the metrics {missing} that this request computes")
-    old = existing.attrs.get(IDENTITY_ATTR, {})
-    for key, value in identity.items():
-        if key in old and old[key] != value:
-            refuse(f"with another {key} ({old[key]!r}, request: {value!r})")
+
+@dataclass(frozen=True)
+class _Request:
+    """What a run asks of its surface file: the grid, the metrics, and the identity of its numbers."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    metrics: list[str]
+    identity: dict
+    optional: frozenset[str]  # identity keys one side may lack (settings of metrics a rerun leaves out)
+    defaults: dict  # what an identity key one side lacks stands for
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.y), len(self.x)) if self.y is not None else (len(self.x),)
+
+
+@dataclass
+class _Held:
+    """What a surface file holds -- or, when the file is gone or unreadable, what its journal says it held."""
+
+    identity: dict | None  # None: a file of no known request (the reference's)
+    metrics: dict[str, np.ndarray]
+    done: np.ndarray
+    dir_file: str | None
+    attrs: dict
+    from_file: bool
+    from_journal: bool = False
+    unreadable: str | None = None  # why the file on disk could not be read (it is then set aside)
+
+    @classmethod
+    def find(cls, path: str, journal: "_Journal", request: _Request) -> "_Held":
+        """The file at ``path`` (or its journal, or nothing yet), checked to be on the request's grid
+        and of its identity; refused, changing nothing, when it is not."""
+        unreadable = None
+        if os.path.exists(path):
+            try:
+                existing = read_surface(path)
+            except LandscapeError as exc:
+                if not journal.entries or journal.header is None:
+                    raise LandscapeError(f"{exc}; delete it to start over") from None
+                unreadable = str(exc)
+            else:
+                held = cls(existing.attrs.get(IDENTITY_ATTR), {k: v.copy() for k, v in existing.metrics.items()},
+                           existing.done.copy(), existing.dir_file, existing.attrs, from_file=True)
+                held._check(path, existing, request)
+                if journal.header is not None and not _same_header(
+                        journal.header, _journal_header(held.identity or request.identity, request.x,
+                                                        request.y, list(held.metrics))):
+                    raise LandscapeError(f"{journal.path} was written for another request than its file "
+                                         f"{path}; delete it to start over (nothing was changed)")
+                return held
+        if journal.header is None:
+            if journal.lines:
+                raise LandscapeError(f"{journal.path} has no record of its request and its surface "
+                                     f"file is missing; delete it to start over")
+            return cls(request.identity, {k: np.full(request.shape, np.nan) for k in request.metrics},
+                       np.zeros(request.shape, dtype=bool), None, {}, from_file=False)
+        header = journal.header
+        names = header.get("metrics")
+        expected = _journal_header(request.identity, request.x, request.y, [])
+        if (not isinstance(header.get("identity"), dict) or not isinstance(names, list)
+                or (header.get("shape"), header.get("coordinates_sha256"))
+                != (expected["shape"], expected["coordinates_sha256"])
+                or _identity_mismatch(header["identity"], request) is not None):
+            raise LandscapeError(f"{journal.path} was written for another request than this one "
+                                 f"(grid, directions, model, data or metrics); pass another "
+                                 f"--surf_file, or delete it to start over (nothing was changed)")
+        return cls(header["identity"], {str(k): np.full(request.shape, np.nan) for k in names},
+                   np.zeros(request.shape, dtype=bool), None, {}, from_file=False, from_journal=True,
+                   unreadable=unreadable)
+
+    def _check(self, path: str, existing: Surface, request: _Request) -> None:
+        """Refuse a file that was computed on another grid or for another request's numbers."""
+        x, y = request.x, request.y
+        if (existing.y is None) != (y is None):
+            _refuse(path, "of a different dimension (1D vs 2D)")
+        if existing.x.shape != x.shape or not np.allclose(existing.x, x, rtol=0, atol=1e-12):
+            _refuse(path, f"on another x grid ({_axis_text(existing.x)} vs {_axis_text(x)})")
+        if y is not None and (existing.y.shape != y.shape
+                              or not np.allclose(existing.y, y, rtol=0, atol=1e-12)):
+            _refuse(path, f"on another y grid ({_axis_text(existing.y)} vs {_axis_text(y)})")
+        if self.identity is not None:
+            mismatch = _identity_mismatch(self.identity, request)
+            if mismatch is not None:
+                _refuse(path, mismatch)
+
+
+@dataclass
+class _Rerun:
+    """The rule for a request on a file that already holds points (docs/hdf5_layout.md, "Reruns").
+
+    ``done`` says every array of the file holds a value at a done point, so:
+    a request of the file's metrics resumes it; one of fewer metrics computes
+    nothing on a complete file and is refused on a partial one (its new points
+    would lack the others); one of more or other metrics is refused once a
+    point is done (its new metrics would be missing there). A file with no
+    done point holds nothing computed and becomes the request's. No computed
+    array is ever removed.
+    """
+
+    path: str
+    held: _Held
+    request: _Request
+    points_done: int
+
+    @property
+    def starts_over(self) -> bool:
+        return self.points_done == 0
+
+    def check(self) -> None:
+        if self.starts_over:
+            return
+        total = self.held.done.size
+        extra = [m for m in self.request.metrics if m not in self.held.metrics]
+        if extra:
+            raise LandscapeError(
+                f"{self.path} holds {self.points_done} computed point{'s' * (self.points_done != 1)} without "
+                f"{', '.join(extra)}, which this request computes; every point of a file holds the same "
+                f"metrics: pass another --surf_file to compute them (nothing was changed)")
+        fewer = sorted(m for m in self.held.metrics if m not in self.request.metrics)
+        if fewer and self.points_done < total:
+            command = self.held.attrs.get("command_line")
+            finish = f"its own command ({command})" if command else "the flags that compute them"
+            raise LandscapeError(
+                f"{self.path} has {self.points_done} of {total} points done, each with {', '.join(fewer)}, "
+                f"which this request leaves out: finish it with {finish}, or pass another --surf_file "
+                f"(nothing was changed)")
+
+
+def _identity_mismatch(held: Mapping, request: _Request) -> str | None:
+    """What differs between a file's identity and the request's, compared on the keys of both; None if nothing.
+
+    A key one side lacks stands for its default; without one it is a
+    mismatch unless it is optional. Mappings (each split's dataset size) are
+    compared on the entries both have.
+    """
+    absent = object()
+    for key in [*held, *(k for k in request.identity if k not in held)]:
+        old = held.get(key, request.defaults.get(key, absent))
+        new = request.identity.get(key, request.defaults.get(key, absent))
+        if absent in (old, new):
+            if key in request.optional:
+                continue
+        elif _same_value(old, new):
+            continue
+        shown = ["not set" if v is absent else repr(v) for v in (old, new)]
+        return f"with another {key} ({shown[0]}, request: {shown[1]})"
+    return None
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(_same_value(a[k], b[k]) for k in a.keys() & b.keys())
+    return a == b
+
+
+def _refuse(path: str, what: str) -> None:
+    raise LandscapeError(f"{path} already holds a surface {what}; pass another --surf_file, "
+                         f"or delete it to start over (nothing was changed)")
+
+
+def _runs_that_fit(runs: list) -> list:
+    """The list of runs as stored: whole, or -- past what one HDF5 attribute holds -- the first run,
+    ``{"omitted": n}`` for the n runs left out after it, and the latest runs."""
+    head, omitted, tail = runs[:1], 0, list(runs[1:])
+    if tail and isinstance(tail[0], dict) and set(tail[0]) == {"omitted"}:
+        omitted, tail = tail[0]["omitted"], tail[1:]
+    while len(tail) > 1 and len(json.dumps([*head, {"omitted": omitted}, *tail])) > RUNS_ATTR_BYTES:
+        tail, omitted = tail[1:], omitted + 1
+    return [*head, *([{"omitted": omitted}] if omitted else []), *tail]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def _axis_text(values: np.ndarray) -> str:
@@ -502,6 +673,19 @@ def _journal_header(identity: Mapping, x: np.ndarray, y: np.ndarray | None, metr
     shape = [len(y), len(x)] if y is not None else [len(x)]
     return json.loads(json.dumps({"journal": JOURNAL_VERSION, "identity": dict(identity), "shape": shape,
                                   "coordinates_sha256": grid.hexdigest(), "metrics": metric_names}))
+
+
+def _same_header(a: Mapping, b: Mapping) -> bool:
+    """Whether two journal headers name the same request (the metrics in any order)."""
+    def key(header: Mapping) -> dict:
+        names = header.get("metrics")
+        return {**header, "metrics": sorted(names) if isinstance(names, list) else names}
+    return key(a) == key(b)
+
+
+def _as_json(value: Mapping) -> dict:
+    """``value`` as JSON reads it back (lists for tuples, ...): how a file's attributes compare with it."""
+    return json.loads(json.dumps(dict(value)))
 
 
 def _journal_entry(line: bytes, size: int, metric_names: list[str]) -> tuple[int, dict[str, float]] | None:

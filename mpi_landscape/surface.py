@@ -13,6 +13,7 @@ killed computes only the points that are not in the file yet.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--cache_dir", help="imagefolder: folder for the decoded images (default: beside the data)")
     add_flag(p, "--stream", action="store_true",
              help="stream the data from host memory in chunks even when it fits on the device")
-    add_flag(p, "--flush_seconds", type=float,
+    add_flag(p, "--flush_seconds", type=seconds,
              help="longest time between snapshots of the surface file (and fsyncs of its journal)")
     add_flag(p, "--fsync_every_result", action="store_true",
              help="fsync the journal after every result, so a power loss costs no finished point "
@@ -181,6 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
         add_flag(p, legacy, type=int, help="accepted for old command lines; ignored (one GPU per rank, "
                                            "no data-loading threads)")
     return p
+
+
+def seconds(text: str) -> float:
+    """A ``--flush_seconds`` value: a finite number of seconds, 0 or more (with NaN or infinity no
+    snapshot and no fsync of the journal would ever be due)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"give a number of seconds, 0 or more, e.g. 2 (got {text!r})")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
