@@ -42,7 +42,8 @@ from .views.plot_data import (colour_map, default_prefix, explained_variance, fi
                               figure_title, is_loss, key_figures, legend_label, metric_values,
                               preview, short_name)
 from .views.plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_band,
-                                 figure_compare, figure_trajectory)
+                                 figure_compare)
+from .views.figure_trajectory import figure_trajectory
 
 FORMATS = ("png", "pdf", "svg")
 AUTO_LOG_RATIO = 10.0  # a loss whose largest value is this many times its smallest gets log levels

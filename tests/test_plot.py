@@ -27,8 +27,8 @@ from mpi_landscape.store import Surface, read_projection, read_surface
 from mpi_landscape.views.plot_data import (diverged_mask, done_text, figure_metadata, figure_title,
                                            legend_label, locate_dir_file, metric_values, preview,
                                            read_explained_variance)
-from mpi_landscape.views.plot_figures import (Scale, column_style, figure_1d, figure_2d, figure_compare,
-                                              figure_trajectory)
+from mpi_landscape.views.figure_trajectory import figure_trajectory
+from mpi_landscape.views.plot_figures import Scale, column_style, figure_1d, figure_2d, figure_compare
 from surface_files import DEMO_CONFIG, bowl, write_projection, write_reference_surface, write_surface
 
 
