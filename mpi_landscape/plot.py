@@ -43,7 +43,7 @@ from .views.plot_data import (colour_map, default_prefix, explained_variance, fi
                               preview, short_name)
 from .views.plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_band,
                                  figure_compare)
-from .views.figure_trajectory import figure_trajectory
+from .views.figure_trajectory import figure_trajectory, figure_trajectory_3d
 
 FORMATS = ("png", "pdf", "svg")
 AUTO_LOG_RATIO = 10.0  # a loss whose largest value is this many times its smallest gets log levels
@@ -302,9 +302,13 @@ def _draw_2d(config: PlotConfig, item: tuple[str, Surface], prefix: str,
         fig = figure_2d(surface, config.metric, kind, scale, title, variance, log_height=config.log)
         paths += save(fig, f"{stem}_{FILE_SUFFIX[kind]}{log}", formats, config.dpi, metadata)
     if config.proj_file:
-        fig = figure_trajectory(surface, config.metric, read_projection(config.proj_file), scale,
-                                title, variance)
+        projection = read_projection(config.proj_file)
+        fig = figure_trajectory(surface, config.metric, projection, scale, title, variance)
         paths += save(fig, f"{stem}_2dcontour_proj{log}", formats, config.dpi, metadata)
+        if "surface" in config.kind_list:  # the path on the 3D surface too
+            fig = figure_trajectory_3d(surface, config.metric, projection, scale, title, variance,
+                                       log_height=config.log)
+            paths += save(fig, f"{stem}_3dsurface_proj{log}", formats, config.dpi, metadata)
     return paths
 
 

@@ -10,13 +10,15 @@ from ..store import Surface
 EQUAL_ASPECT_MAX = 4.0  # α and β drawn to one scale unless one range is this many times the other
 
 
-def label_plane(ax, surface: Surface, explained_variance: tuple[float, float] | None) -> None:
-    """Axis labels; α and β on one scale when they are in the same units and of similar ranges."""
+def label_plane(ax, surface: Surface, explained_variance: tuple[float, float] | None,
+                spans: tuple[float, float] | None = None, max_ratio: float = EQUAL_ASPECT_MAX) -> None:
+    """Axis labels; α and β on one scale when they are in the same units and the ranges shown
+    (``spans``, by default the grid's) are within ``max_ratio`` of each other."""
     ax.set_xlabel(axis_label("x", surface, explained_variance))
     ax.set_ylabel(axis_label("y", surface, explained_variance))
     if same_units(surface):
-        spans = np.ptp(surface.x), np.ptp(surface.y)
-        if min(spans) > 0 and max(spans) / min(spans) <= EQUAL_ASPECT_MAX:
+        spans = spans or (np.ptp(surface.x), np.ptp(surface.y))
+        if min(spans) > 0 and max(spans) / min(spans) <= max_ratio:
             ax.set_aspect("equal", adjustable="box")
 
 
