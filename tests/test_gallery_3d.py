@@ -18,10 +18,18 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
+from vtkmodules.util.numpy_support import vtk_to_numpy
+from vtkmodules.vtkIOImage import vtkPNGReader
+from vtkmodules.vtkIOXML import vtkXMLPolyDataReader
+
+from mpi_landscape import vtk as vtk_command
 
 from mpi_landscape.store import read_projection, read_surface
 from mpi_landscape.views import figure_trajectory as trajectory_figures
 from mpi_landscape.views.plot_figures import Scale, column_style, figure_2d
+from mpi_landscape.views.plot_grid import sample_bilinear
+from mpi_landscape.views.plot_render import MARK_COLOURS, picture_grid, render_png
+from mpi_landscape.views.vtk_export import surface_grid
 from surface_files import write_projection, write_surface
 
 PCA_CONFIG = {"model": "resnet56", "model_file": "model_300.t7", "dir_type": "weights"}
@@ -260,3 +268,74 @@ def test_3d_surface_defaults_to_log_height_with_a_labelled_z_axis(tmp_path):
     assert all(is_round(float(label.replace("−", "-"))) for label in labels), labels
     image = pixels(fig)
     assert distinct_colours(image) > 20  # the basin is not one colour
+
+
+# ---------------------------------------------------------------- VTK: vtk --png and the exported path
+
+
+def png_pixels(path: str) -> np.ndarray:
+    """A PNG read back with VTK's reader, as an (h, w, 3) array (row 0 at the top)."""
+    reader = vtkPNGReader()
+    reader.SetFileName(path)
+    reader.Update()
+    image = reader.GetOutput()
+    w, h, _ = image.GetDimensions()
+    return vtk_to_numpy(image.GetPointData().GetScalars())[:, :3].reshape(h, w, 3)[::-1].astype(int)
+
+
+def colour_share(image: np.ndarray, rgb, tolerance: int = 10) -> int:
+    """How many pixels have (about) this colour."""
+    return int((np.abs(image - np.array(rgb)) <= tolerance).all(axis=2).sum())
+
+
+def test_vtk_png_has_axes_round_ticks_in_loss_and_a_marked_path(tmp_path):
+    surf, proj = pca_files(tmp_path)
+    surface, projection = read_surface(surf), read_projection(proj)
+    grid = surface_grid(surface, "train_loss", log=True)
+    png = str(tmp_path / "pca.png")
+    scene = render_png(grid, png, projection, size=(640, 500), title="loss",
+                       axis_titles=("PC1", "PC2", "loss"))
+    for name in ("x", "y", "z"):
+        assert len(scene.axis_ticks[name]) >= 3 and scene.axis_titles[name]
+        assert all(is_round(float(label)) for _, label in scene.axis_ticks[name]), scene.axis_ticks[name]
+    for ticks in (scene.axis_ticks["z"], scene.colour_ticks):  # in loss, at their ln(loss + 0.1) height
+        assert len(ticks) >= 3
+        for position, label in ticks:
+            assert is_round(float(label)) and position == pytest.approx(np.log(float(label) + 0.1))
+    assert scene.marks == {"start": 1, "end": 1, "lr_drop": 2}
+    image = png_pixels(png)
+    assert image.shape == (500, 640, 3)
+    assert distinct_colours(image) > 200  # lit and coloured: the basin is not one colour
+    for kind, colour in MARK_COLOURS.items():  # every mark is in the picture, none covered
+        assert colour_share(image, [round(255 * c) for c in colour]) > 15, f"no {kind} mark in the picture"
+
+
+def test_vtk_png_of_the_command_defaults_to_the_log_height(tmp_path):
+    surf, proj = pca_files(tmp_path)
+    paths = vtk_command.run(vtk_command.parse_vtk_config(
+        [surf, "--proj_file", proj, "--png", str(tmp_path / "p.png"), "--out", str(tmp_path / "p.vtp")]))
+    assert paths[-1] == str(tmp_path / "p.png")
+    assert distinct_colours(png_pixels(paths[-1])) > 200
+    linear = surface_grid(read_surface(surf), "train_loss")
+    assert picture_grid(linear).log  # a loss spanning decades: drawn with the log height
+    assert not picture_grid(surface_grid(read_surface(surf), "train_acc")).log
+
+
+def test_exported_path_follows_the_surface_between_checkpoints(tmp_path):
+    surf, every_fifth = pca_files(tmp_path)
+    saved = read_projection(every_fifth)
+    proj = write_projection(tmp_path / "sparse.h5", saved.xcoord[::5], saved.ycoord[::5],
+                            epochs=saved.epochs[::5], drops=np.array([150]))  # long chords: one per 25 epochs
+    _, path_vtp = vtk_command.run(vtk_command.parse_vtk_config([surf, "--proj_file", proj, "--log"]))
+    reader = vtkXMLPolyDataReader()
+    reader.SetFileName(path_vtp)
+    reader.Update()
+    line = reader.GetOutput()
+    xyz = vtk_to_numpy(line.GetPoints().GetData())
+    grid = surface_grid(read_surface(surf), "train_loss", log=True)
+    middle = (xyz[1:] + xyz[:-1]) / 2  # halfway along each drawn segment
+    under = sample_bilinear(grid.x, grid.y, grid.height, middle[:, 0], middle[:, 1])
+    span = np.nanmax(grid.height) - np.nanmin(grid.height)
+    assert np.nanmax(np.abs(middle[:, 2] - under)) < 0.01 * span  # no chord through hill or valley
+    checkpoint = vtk_to_numpy(line.GetPointData().GetArray("checkpoint"))
+    assert (checkpoint[checkpoint >= 0] == np.arange(len(read_projection(proj).xcoord))).all()

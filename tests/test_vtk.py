@@ -25,6 +25,7 @@ import mpi_landscape
 from conftest import run_module
 from mpi_landscape import vtk as vtk_command
 from mpi_landscape.views.plot_render import render_png
+from mpi_landscape.views.vtk_export import surface_grid
 from mpi_landscape.store import read_surface
 from surface_files import bowl, write_projection, write_reference_surface, write_surface
 
@@ -185,20 +186,26 @@ def test_trajectory_lies_on_the_surface(tmp_path):
     paths = export(path, "--proj_file", proj)
     assert paths[1] == str(tmp_path / "s_train_loss_trajectory.vtp")
     line = read_back(paths[1])
-    assert line.GetNumberOfLines() == 2 and line.GetNumberOfPoints() == 6
-    xyz = points_of(line)
+    assert line.GetNumberOfLines() == 2
+    checkpoint = point_array(line, "checkpoint")
     keep = [0, 1, 2, 5, 6, 7]
-    np.testing.assert_allclose(xyz[:, :2], np.column_stack([px[keep], py[keep]]))
-    np.testing.assert_allclose(xyz[:, 2], 1 + 0.5 * px[keep] - 0.25 * py[keep], atol=1e-12)
-    np.testing.assert_array_equal(point_array(line, "epoch"), np.array(keep) * 10)
-    np.testing.assert_array_equal(point_array(line, "lr_drop"), [0, 0, 1, 0, 0, 0])
+    at = checkpoint >= 0  # the checkpoints, and between them samples along the surface
+    assert checkpoint[at].tolist() == keep and line.GetNumberOfPoints() > 3 * len(keep)
+    xyz = points_of(line)
+    np.testing.assert_allclose(xyz[at, :2], np.column_stack([px[keep], py[keep]]))
+    np.testing.assert_allclose(xyz[:, 2], 1 + 0.5 * xyz[:, 0] - 0.25 * xyz[:, 1], atol=1e-12)
+    np.testing.assert_array_equal(point_array(line, "epoch")[at], np.array(keep) * 10)
+    assert np.all(np.diff(point_array(line, "epoch")[:at.nonzero()[0][3]]) > 0)  # interpolated between
+    np.testing.assert_array_equal(point_array(line, "lr_drop")[at], [0, 0, 1, 0, 0, 0])
+    assert point_array(line, "lr_drop").sum() == 1
     verts = line.GetVerts()  # the drop as a vertex cell of its own, for ParaView's Threshold
-    assert verts.GetNumberOfCells() == 1 and vtk_to_numpy(verts.GetConnectivityArray()).tolist() == [2]
+    drop_point = np.flatnonzero(checkpoint == 2).tolist()
+    assert verts.GetNumberOfCells() == 1 and vtk_to_numpy(verts.GetConnectivityArray()).tolist() == drop_point
 
 
 def test_vtp_renders_off_screen_to_a_surface_picture(demo_run, tmp_path):
-    vtp, = export(demo_run, "--out", str(tmp_path / "demo.vtp"))
-    png = render_png(read_back(vtp), str(tmp_path / "demo.png"), size=(320, 240))
+    png = str(tmp_path / "demo.png")
+    render_png(surface_grid(read_surface(demo_run), "train_loss"), png, size=(320, 240))
     reader = vtkPNGReader()
     reader.SetFileName(png)
     reader.Update()

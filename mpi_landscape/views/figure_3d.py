@@ -91,16 +91,22 @@ def _value_ticks(axis, low: float, top: float, log_height: bool) -> None:
     if not log_height:
         axis.set_major_locator(MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
         return
+    axis.set_major_locator(FixedLocator(np.log10(round_log_values(10 ** low, 10 ** top))))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{10.0 ** v:.6g}"))
+
+
+def round_log_values(lo: float, hi: float) -> np.ndarray:
+    """Round values within [lo, hi] (lo > 0) for a log axis: 1-2-5 per decade, finer when the
+    range is narrow, one per decade when it spans many."""
     values = np.array([])
     for subs in LOG_TICK_SUBS:
-        candidates = LogLocator(subs=subs).tick_values(10 ** low, 10 ** top)
-        values = candidates[(candidates >= 10 ** low * (1 - 1e-9)) & (candidates <= 10 ** top * (1 + 1e-9))]
+        candidates = LogLocator(subs=subs).tick_values(lo, hi)
+        values = candidates[(candidates >= lo * (1 - 1e-9)) & (candidates <= hi * (1 + 1e-9))]
         if len(values) >= MIN_TICKS:
             break
     if len(values) > MAX_TICKS:  # many decades: one tick per decade
         values = values[np.isclose(np.log10(values), np.round(np.log10(values)))]
-    axis.set_major_locator(FixedLocator(np.log10(values)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{10.0 ** v:.6g}"))
+    return values
 
 
 def _path_on_surface(ax, surface: Surface, height: np.ndarray, projection: Projection) -> None:
