@@ -75,6 +75,7 @@ class PlotConfig:
     labels: str | None = None
     loss_max: float | None = None
     acc_range: str | None = None
+    weights: bool = False
 
     @property
     def label_list(self) -> list[str] | None:
@@ -163,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--band", action="store_true",
              help="1D random-direction files (one per seed): the mean of --metric ± one standard "
                   "deviation instead of one curve per file")
+    add_flag(p, "--weights", action="store_true",
+             help="the files are checkpoints: histograms of their weights on shared bins (the paper's "
+                  "Fig. 3, why filter normalization matters)")
     add_flag(p, "--watch", type=float, metavar="SECONDS",
              help="redraw every SECONDS until every file is complete (0: draw once)")
     return p
@@ -211,6 +215,8 @@ def wait_for_files(config: PlotConfig) -> None:
 
 def draw(config: PlotConfig) -> tuple[list[str], float]:
     """Draw every figure ``config`` asks for; returns the paths written and the lowest fraction done."""
+    if config.weights:
+        return _draw_weights(config), 1.0
     read = [(path, read_surface(path)) for path in config.surf_files]
     fraction = min(s.fraction_done for _, s in read)
     loaded = [(path, preview(s)) for path, s in read]
@@ -310,6 +316,20 @@ def _draw_2d(config: PlotConfig, item: tuple[str, Surface], prefix: str,
                                        log_height=config.log)
             paths += save(fig, f"{stem}_3dsurface_proj{log}", formats, config.dpi, metadata)
     return paths
+
+
+def _draw_weights(config: PlotConfig) -> list[str]:
+    """``--weights``: the checkpoints' weight histograms in one figure, named after the first."""
+    from .networks import checkpoint_weights  # loads torch: only for checkpoints
+    from .views.figure_weights import figure_weights
+
+    paths = config.surf_files
+    labels = config.label_list or [os.path.basename(p) for p in paths]
+    with column_style():
+        fig = figure_weights([(label, checkpoint_weights(p)) for label, p in zip(labels, paths)],
+                             config.title or "")
+        stem = config.out or f"{os.path.splitext(paths[0])[0]}_weights"
+        return save(fig, stem, config.formats, config.dpi, {"Title": config.title or ", ".join(labels)})
 
 
 def _draw_compare(config: PlotConfig, loaded: list[tuple[str, Surface]], labels: list[str] | None,

@@ -339,3 +339,56 @@ def test_exported_path_follows_the_surface_between_checkpoints(tmp_path):
     assert np.nanmax(np.abs(middle[:, 2] - under)) < 0.01 * span  # no chord through hill or valley
     checkpoint = vtk_to_numpy(line.GetPointData().GetArray("checkpoint"))
     assert (checkpoint[checkpoint >= 0] == np.arange(len(read_projection(proj).xcoord))).all()
+
+
+# ---------------------------------------------------------------- weight histograms (the paper's Fig. 3)
+
+
+def scaled_checkpoints(folder) -> list[str]:
+    """The same demo network saved at two weight scales, as small-batch and large-batch training
+    with weight decay leave them: one network, one function (up to scale), different weights."""
+    import torch
+
+    import mpi_landscape_models as models
+
+    torch.manual_seed(0)
+    net = models.build_model("demo_mlp")
+    paths = []
+    for name, factor in (("large_weights.t7", 1.0), ("small_weights.t7", 0.25)):
+        with torch.no_grad():
+            scaled = models.build_model("demo_mlp")
+            scaled.load_state_dict({k: v * factor if v.dim() > 1 else v for k, v in net.state_dict().items()})
+        models.save_checkpoint(str(folder / name), scaled)
+        paths.append(str(folder / name))
+    return paths
+
+
+def test_weight_histograms_show_each_checkpoint_scale(tmp_path, capsys):
+    from mpi_landscape import plot
+    from mpi_landscape.networks import checkpoint_weights
+    from mpi_landscape.views.figure_weights import figure_weights
+
+    large, small = scaled_checkpoints(tmp_path)
+    weights = [("bs 128", checkpoint_weights(large)), ("bs 8192", checkpoint_weights(small))]
+    assert all(w.ndim > 1 for _, ws in weights for w in ws.values())  # biases and BN left out
+    with column_style():
+        fig = figure_weights(weights, "weight decay 5e-4")
+    ax = fig.axes[0]
+    curves = [p for p in ax.patches if p.get_gid() == "weights"]
+    assert len(curves) == 2
+    rms = [np.sqrt(np.mean(np.concatenate([w.ravel() for w in ws.values()]) ** 2)) for _, ws in weights]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == [f"bs 128 (RMS {rms[0]:.3g})", f"bs 8192 (RMS {rms[1]:.3g})"]
+    assert rms[1] == pytest.approx(rms[0] / 4)
+    peaks = [curve.get_data().values.max() for curve in curves]
+    assert peaks[1] > 2.5 * peaks[0]  # the small weights pile up near 0
+    assert_text_reads(fig)
+
+    assert plot.main([large, small, "--weights", "--format", "png", "--labels", "large,small",
+                      "--out", str(tmp_path / "w")]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "w.png")]
+    with pytest.raises(SystemExit) as exit_info:
+        plot.main([str(tmp_path / "missing.t7"), "--weights"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: checkpoint file not found")
