@@ -24,6 +24,7 @@ from paraview.simple import (ColorBy, GetActiveCamera, GetActiveViewOrCreate, Ge
 SIZE = [480, 360]
 MARK = [1.0, 0.0, 0.0]  # the drops' spheres: pure red, found again in the picture
 ELEVATION, AZIMUTH = 35.0, -50.0  # degrees, as docs/paraview.md gives them
+RELIEF = 0.4  # the warped relief's height, in plane widths
 
 
 def fresh_view():
@@ -70,9 +71,13 @@ def main(surface_vtp, flat_vtp, trajectory_vtp, out):
 
     # Warp By Scalar: lift the flat export by height, and colour it by the same array.
     flat = OpenDataFile(flat_vtp)
+    flat.UpdatePipeline()
+    x0, x1, y0, y1, _, _ = flat.GetDataInformation().GetBounds()
+    width = max(x1 - x0, y1 - y0)
+    low, high = flat.PointData["height"].GetRange()
     warp = WarpByScalar(Input=flat)
     warp.Scalars = ["POINTS", "height"]
-    warp.ScaleFactor = 0.2
+    warp.ScaleFactor = RELIEF * width / (high - low)  # a relief 0.4 of the plane's width tall
     warp.Normal = [0.0, 0.0, 1.0]
     warp.UseNormal = 1
     coloured(warp, view, "height")
@@ -87,7 +92,7 @@ def main(surface_vtp, flat_vtp, trajectory_vtp, out):
     path.Normal = [0.0, 0.0, 1.0]
     path.UseNormal = 1
     tube = Tube(Input=path)
-    tube.Radius = 0.02
+    tube.Radius = 0.01 * width
     coloured(tube, view, "epoch")
     drops = Threshold(Input=path)
     drops.Scalars = ["POINTS", "lr_drop"]
@@ -96,7 +101,7 @@ def main(surface_vtp, flat_vtp, trajectory_vtp, out):
     glyph = Glyph(Input=drops, GlyphType="Sphere")
     glyph.GlyphMode = "All Points"
     glyph.ScaleArray = ["POINTS", "No scale array"]
-    glyph.ScaleFactor = 0.12
+    glyph.ScaleFactor = 0.06 * width
     marks = Show(glyph, view)
     marks.ColorArrayName = [None, ""]  # solid colour
     marks.AmbientColor = marks.DiffuseColor = MARK
