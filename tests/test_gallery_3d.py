@@ -11,9 +11,7 @@ own units. VTK files and pictures are read back with VTK's own readers.
 
 from __future__ import annotations
 
-import json
-import subprocess
-
+import matplotlib
 import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -23,9 +21,8 @@ from vtkmodules.vtkIOImage import vtkPNGReader
 from vtkmodules.vtkIOXML import vtkXMLPolyDataReader
 
 from mpi_landscape import vtk as vtk_command
-
 from mpi_landscape.store import read_projection, read_surface
-from mpi_landscape.views import figure_trajectory as trajectory_figures
+from mpi_landscape.views.figure_trajectory import figure_trajectory, figure_trajectory_3d
 from mpi_landscape.views.plot_figures import Scale, column_style, figure_2d
 from mpi_landscape.views.plot_grid import sample_bilinear
 from mpi_landscape.views.plot_render import MARK_COLOURS, picture_grid, render_png
@@ -147,7 +144,7 @@ def test_trajectory_figure_reads_at_column_width(tmp_path):
     surf, proj = pca_files(tmp_path)
     surface, projection = read_surface(surf), read_projection(proj)
     with column_style():
-        fig = trajectory_figures.figure_trajectory(surface, "train_loss", projection, Scale(0.02, 10, log=True),
+        fig = figure_trajectory(surface, "train_loss", projection, Scale(0.02, 10, log=True),
                                 "resnet56", (0.81, 0.09))
     ax = fig.axes[0]
     box = ax.get_position()
@@ -189,7 +186,7 @@ def _inside(ax, xy) -> bool:
 def test_trajectory_contour_labels_are_few_and_apart(tmp_path):
     surf, proj = pca_files(tmp_path)
     with column_style():
-        fig = trajectory_figures.figure_trajectory(read_surface(surf), "train_loss", read_projection(proj),
+        fig = figure_trajectory(read_surface(surf), "train_loss", read_projection(proj),
                                 Scale(0.02, 10, log=True), "", None)
     labels = [t for t in fig.axes[0].texts if t.get_text()]
     assert 2 <= len(labels) <= 8
@@ -206,7 +203,7 @@ def test_trajectory_3d_draws_the_path_on_the_surface(tmp_path):
     surf, proj = pca_files(tmp_path)
     surface, projection = read_surface(surf), read_projection(proj)
     with column_style():
-        fig = trajectory_figures.figure_trajectory_3d(surface, "train_loss", projection, Scale(0.02, 10, log=True), "", None)
+        fig = figure_trajectory_3d(surface, "train_loss", projection, Scale(0.02, 10, log=True), "", None)
     ax = fig.axes[0]
     path, = [line for line in ax.lines if line.get_gid() == "path"]
     px, py, pz = (np.asarray(v) for v in path.get_data_3d())
@@ -240,8 +237,6 @@ def test_3d_surface_colours_each_face_by_its_own_mean(tmp_path):
     poly = fig.axes[0].collections[0]
     faces = np.log10(loss)
     means = 10 ** ((faces[:-1, :-1] + faces[1:, :-1] + faces[:-1, 1:] + faces[1:, 1:]) / 4)
-    import matplotlib
-
     expected = matplotlib.colormaps[scale.cmap](scale.norm()(means.ravel()))
     drawn = np.asarray(poly._facecolor3d)[:, :4]
     assert len(drawn) == len(expected)
