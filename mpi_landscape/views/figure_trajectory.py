@@ -30,7 +30,8 @@ MIN_CLUSTER = 4  # checkpoints in the end's cluster (or any lr drop in it) that 
 INSET_SIZE = 0.38  # of the axes, each side
 MAX_LABELS = 6
 LABEL_BOX = (0.16, 0.07)  # a contour label's size in axes fractions: labels this far apart never touch
-MIN_CLEARANCE = 0.045  # label only where the nearest other contour line is this far (axes fractions)
+MIN_CLEARANCE = 0.035  # label only where the nearest other contour line is this far (axes fractions)
+UPRIGHT_WEIGHT = 0.5  # how much a steep line's score is cut (its label would stand on end)
 EDGE = 0.08  # labels keep this far from the frame (axes fractions), never clipped by it
 
 
@@ -182,46 +183,57 @@ def _label_sparse_lines(ax, lines, projection: Projection,
     off the ``avoid`` regions (axes fractions) and clear of the frame and of each other."""
     if not len(lines.levels):
         return
+    chosen = _choose_labels(_label_candidates(ax, lines, projection, avoid))
+    if not chosen:
+        return
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    manual = [(x0 + u * (x1 - x0), y0 + v * (y1 - y0)) for _, (u, v) in chosen]
+    ax.clabel(lines, levels=[lines.levels[level] for level, _ in sorted(chosen)], manual=manual,
+              inline=True, fontsize=5.5, fmt="%.3g", colors="0.2")  # dark: readable on any line colour
+
+
+def _label_candidates(ax, lines, projection: Projection, avoid) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(level, points, score) per contour level: the points (axes fractions) where a label may go,
+    scored by how far the nearest other line and the path are, more for a level-running line
+    (whose label is upright)."""
     path_u, path_v, _ = resample_path(*_axes_fractions(ax, projection.xcoord, projection.ycoord), 0.01)
     vertices = [np.column_stack(_axes_fractions(ax, *p.vertices.T)) if len(p.vertices) else np.zeros((0, 2))
                 for p in lines.get_paths()]
-    chosen: list[tuple[int, np.ndarray]] = []
     candidates = []
     for level, points in enumerate(vertices):
         keep = ((points > EDGE) & (points < 1 - EDGE)).all(axis=1)
         for u0, v0, u1, v1 in avoid:
             keep &= ~((points[:, 0] > u0) & (points[:, 0] < u1) & (points[:, 1] > v0) & (points[:, 1] < v1))
         tangent = np.gradient(points, axis=0) if len(points) > 1 else np.ones_like(points)
-        level_ness = np.abs(tangent[:, 0]) / np.maximum(np.hypot(*tangent.T), 1e-12)
-        points, level_ness = points[keep][::2], level_ness[keep][::2]
+        level_running = np.abs(tangent[:, 0]) / np.maximum(np.hypot(*tangent.T), 1e-12)
+        points, level_running = points[keep][::2], level_running[keep][::2]
         if not len(points):
             continue
         others = np.concatenate([v for i, v in enumerate(vertices) if i != level] + [np.zeros((0, 2))])
-        if len(others):
-            clearance = np.min(np.hypot(*(points[:, None, :] - others[None, :, :]).transpose(2, 0, 1)), axis=1)
-        else:
-            clearance = np.full(len(points), 1.0)
+        clearance = (np.min(np.hypot(*(points[:, None, :] - others[None, :, :]).transpose(2, 0, 1)), axis=1)
+                     if len(others) else np.ones(len(points)))
         off_path = np.min(np.hypot(points[:, None, 0] - path_u[None], points[:, None, 1] - path_v[None]), axis=1)
-        clearance = np.minimum(clearance, off_path) * (0.4 + 0.6 * level_ness)  # upright labels first
-        candidates.append((level, points, clearance))
+        candidates.append((level, points, np.minimum(clearance, off_path) * (1 - UPRIGHT_WEIGHT * (1 - level_running))))
+    return candidates
+
+
+def _choose_labels(candidates) -> list[tuple[int, np.ndarray]]:
+    """Greedily the best-scored free point of a level not yet labelled, until none scores enough
+    or there are ``MAX_LABELS``; a point is free when no chosen label's box would overlap its own."""
+    chosen: list[tuple[int, np.ndarray]] = []
     while len(chosen) < MAX_LABELS:
         best = None
-        for level, points, clearance in candidates:
+        for level, points, score in candidates:
             if any(level == c for c, _ in chosen):
                 continue
             free = np.ones(len(points), dtype=bool)
             for _, at in chosen:
                 free &= ((np.abs(points[:, 0] - at[0]) >= LABEL_BOX[0])
                          | (np.abs(points[:, 1] - at[1]) >= LABEL_BOX[1]))
-            score = np.where(free, clearance, -1.0)
-            if score.max() >= MIN_CLEARANCE and (best is None or score.max() > best[2]):
-                best = (level, points[score.argmax()], score.max())
+            free_score = np.where(free, score, -1.0)
+            if free_score.max() >= MIN_CLEARANCE and (best is None or free_score.max() > best[2]):
+                best = (level, points[free_score.argmax()], free_score.max())
         if best is None:
             break
         chosen.append((best[0], best[1]))
-    if not chosen:
-        return
-    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    manual = [(x0 + u * (x1 - x0), y0 + v * (y1 - y0)) for _, (u, v) in chosen]
-    ax.clabel(lines, levels=[lines.levels[level] for level, _ in sorted(chosen)], manual=manual,
-              inline=True, fontsize=5.5, fmt="%.3g")
+    return chosen
