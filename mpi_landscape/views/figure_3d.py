@@ -63,7 +63,7 @@ def surface_3d(surface: Surface, z: np.ma.MaskedArray, label: str, scale: Scale,
     ax.set_ylabel(axis_label("y", surface, explained_variance), labelpad=-2)
     ax.set_zlabel(label.split(" (")[0] + (" (log scale)" if log_height else ""), labelpad=-2)
     for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(MaxNLocator(4))
+        axis.set_major_locator(MaxNLocator(4, steps=[1, 2, 2.5, 5, 10]))
     finite = height[np.isfinite(height)]
     top = np.log10(scale.vmax) if log_height else scale.vmax
     low = min(finite.min(), top - 1e-9) if len(finite) else top - 1
