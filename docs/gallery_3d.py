@@ -103,7 +103,13 @@ def main() -> int:
         if output and os.path.exists(output):
             continue
         print("+", shlex.join(command), flush=True)
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        tries = 2 if "xvfb-run" in command else 1  # two virtual X servers starting at once may collide
+        for attempt in range(tries):
+            done = subprocess.run(command, stdout=subprocess.DEVNULL)
+            if done.returncode == 0:
+                break
+            if attempt == tries - 1:
+                raise SystemExit(f"error: {shlex.join(command)} failed (exit status {done.returncode})")
     os.makedirs(GALLERY, exist_ok=True)
     for made, name in pictures.items():
         shutil.copyfile(made, os.path.join(GALLERY, name))
