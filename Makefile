@@ -4,6 +4,7 @@
 #   make test-fast  the tests that start no MPI job, Slurm or training run: under a minute
 #   make images     the README's pictures: the demo's, copied into docs/images
 #   make docs       regenerate docs/cli.md from the commands' parsers
+#   make gallery-3d the trajectory, 3D, VTK/ParaView and weight pictures of docs/figures_3d.md (docs/images/gallery)
 # A CPU-only machine, or one with its own torch: see "Install" in README.md.
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ PY := $(VENV)/bin/python
 DEMO_OUTPUT := demo_output
 IMAGES := demo_surface_train_loss_2dcontour.png demo_surface_train_loss_3dsurface.png demo_surface_vtk.png
 
-.PHONY: install demo test test-fast images docs clean
+.PHONY: install demo test test-fast images docs gallery-3d clean
 
 install: $(VENV)/.installed
 
@@ -36,5 +37,8 @@ images: demo
 docs: install
 	$(PY) -m mpi_landscape.cli_reference docs/cli.md
 
+gallery-3d: install
+	$(PY) docs/gallery_3d.py --workdir gallery_output
+
 clean:
-	rm -rf $(VENV) $(DEMO_OUTPUT) .pytest_cache
+	rm -rf $(VENV) $(DEMO_OUTPUT) gallery_output .pytest_cache

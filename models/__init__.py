@@ -9,8 +9,8 @@ make here raises ``ModelError`` with a message that says what to do.
 This package knows nothing of the landscape engine and never imports it.
 """
 
-from .checkpoint import checkpoint_sha256, load_checkpoint, save_atomic, save_checkpoint
+from .checkpoint import checkpoint_sha256, load_checkpoint, read_state_dict, save_atomic, save_checkpoint
 from .errors import ModelError
 from .registry import MODEL_NAMES, build_model
 
-__all__ = ["MODEL_NAMES", "ModelError", "build_model", "checkpoint_sha256", "load_checkpoint", "save_atomic", "save_checkpoint"]
+__all__ = ["MODEL_NAMES", "ModelError", "build_model", "checkpoint_sha256", "load_checkpoint", "read_state_dict", "save_atomic", "save_checkpoint"]

@@ -54,6 +54,13 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> dict[str,
     return {k: v.item() if isinstance(v, torch.Tensor) and v.dim() == 0 else v for k, v in meta.items()}
 
 
+def read_state_dict(path: str | os.PathLike[str]) -> OrderedDict[str, torch.Tensor]:
+    """The weights a checkpoint holds, without a model to load them into (as saved: any
+    ``module.``/``_orig_mod.`` prefixes kept)."""
+    state, _ = _split(_read(path), path)
+    return state
+
+
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, **meta: Any) -> None:
     """Write ``{'state_dict': model.state_dict(), **meta}`` to ``path`` atomically.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
+import numpy as np
 import torch
 
 import mpi_landscape_models as models
@@ -42,6 +43,18 @@ def load_network(spec: str, path: str) -> torch.nn.Module:
     net = build_network(spec)
     load_weights(net, path)
     return net.float()
+
+
+def checkpoint_weights(path: str) -> dict[str, np.ndarray]:
+    """The weight tensors of a checkpoint (dim > 1: convolution and linear weights, the tensors
+    filter normalization rescales) as float64 arrays, by name; biases and BatchNorm left out."""
+    with _as_user_error():
+        state = models.read_state_dict(path)
+    weights = {name: t.detach().double().numpy() for name, t in state.items()
+               if t.dim() > 1 and t.is_floating_point()}
+    if not weights:
+        raise LandscapeError(f"checkpoint {path} has no weight tensors of dimension 2 or more")
+    return weights
 
 
 def checkpoint_sha256(path: str) -> str:

@@ -44,7 +44,8 @@ from .views.plot_data import (colour_map, default_prefix, explained_variance, fi
                               figure_title, is_loss, key_figures, legend_label, metric_values,
                               preview, short_name)
 from .views.plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_band,
-                                 figure_compare, figure_trajectory)
+                                 figure_compare)
+from .views.figure_trajectory import figure_trajectory, figure_trajectory_3d
 
 FORMATS = ("png", "pdf", "svg")
 AUTO_LOG_RATIO = 10.0  # a loss whose largest value is this many times its smallest gets log levels
@@ -76,6 +77,7 @@ class PlotConfig:
     labels: str | None = None
     loss_max: float | None = None
     acc_range: str | None = None
+    weights: bool = False
 
     @property
     def label_list(self) -> list[str] | None:
@@ -164,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--band", action="store_true",
              help="1D random-direction files (one per seed): the mean of --metric ± one standard "
                   "deviation instead of one curve per file")
+    add_flag(p, "--weights", action="store_true",
+             help="the files are checkpoints: histograms of their weights on shared bins (the paper's "
+                  "Fig. 3, why filter normalization matters)")
     add_flag(p, "--watch", type=float, metavar="SECONDS",
              help="redraw every SECONDS until every file is complete (0: draw once)")
     return p
@@ -219,6 +224,8 @@ def wait_for_files(config: PlotConfig) -> None:
 
 def draw(config: PlotConfig) -> tuple[list[str], float]:
     """Draw every figure ``config`` asks for; returns the paths written and the lowest fraction done."""
+    if config.weights:
+        return _draw_weights(config), 1.0
     read = [(path, read_surface(path)) for path in config.surf_files]
     for path, surface in read:
         drawn = [config.metric] if surface.y is not None or config.band else \
@@ -327,10 +334,28 @@ def _draw_2d(config: PlotConfig, item: tuple[str, Surface], prefix: str,
         fig = figure_2d(surface, config.metric, kind, scale, title, variance, log_height=config.log)
         paths += save(fig, f"{stem}_{FILE_SUFFIX[kind]}{log}", formats, config.dpi, metadata)
     if config.proj_file:
-        fig = figure_trajectory(surface, config.metric, read_projection(config.proj_file), scale,
-                                title, variance)
+        projection = read_projection(config.proj_file)
+        fig = figure_trajectory(surface, config.metric, projection, scale, title, variance)
         paths += save(fig, f"{stem}_2dcontour_proj{log}", formats, config.dpi, metadata)
+        if "surface" in config.kind_list:  # the path on the 3D surface too
+            fig = figure_trajectory_3d(surface, config.metric, projection, scale, title, variance,
+                                       log_height=config.log)
+            paths += save(fig, f"{stem}_3dsurface_proj{log}", formats, config.dpi, metadata)
     return paths
+
+
+def _draw_weights(config: PlotConfig) -> list[str]:
+    """``--weights``: the checkpoints' weight histograms in one figure, named after the first."""
+    from .networks import checkpoint_weights  # loads torch: only for checkpoints
+    from .views.figure_weights import figure_weights
+
+    paths = config.surf_files
+    labels = config.label_list or [os.path.basename(p) for p in paths]
+    with column_style():
+        fig = figure_weights([(label, checkpoint_weights(p)) for label, p in zip(labels, paths)],
+                             config.title or "")
+        stem = config.out or f"{os.path.splitext(paths[0])[0]}_weights"
+        return save(fig, stem, config.formats, config.dpi, {"Title": config.title or ", ".join(labels)})
 
 
 def _draw_compare(config: PlotConfig, loaded: list[tuple[str, Surface]], labels: list[str] | None,

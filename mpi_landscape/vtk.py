@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .cli import add_flag, config_from, exit_on_user_error, new_parser
 from .errors import LandscapeError
-from .views.plot_data import default_prefix, done_text, metric_label
+from .views.plot_data import axis_label, default_prefix, done_text, explained_variance, metric_label
 from .store import read_projection, read_surface
 from .views.vtk_export import (FORMATS, resample, surface_grid, to_polydata, to_structured_grid,
                          trajectory_polydata, write)
@@ -111,17 +111,17 @@ def run(config: VtkConfig) -> list[str]:
                   f"points and are left out of the path", file=sys.stderr)
         paths.append(write(path.polydata, f"{os.path.splitext(out)[0]}_trajectory.vtp"))
     if config.png:
-        from .views.plot_render import render_png  # loads OpenGL: only when a picture is asked for
+        from .views.plot_render import render_png, picture_grid  # loads OpenGL: only for a picture
 
         if polydata.GetNumberOfPolys() == 0:
             raise LandscapeError(f"{config.surf_file}: no finished quad to render yet "
                                  f"({done_text(surface.fraction_done)})")
-
-        title = metric_label(config.metric, surface)
-        if config.log:
-            title = f"ln({title} + 0.1)"
-        paths.append(render_png(polydata, config.png, None if path is None else path.polydata,
-                                title=title))
+        projection = read_projection(config.proj_file) if config.proj_file else None
+        variance = explained_variance(config.surf_file, surface, None)
+        render_png(picture_grid(grid), config.png, projection, title=metric_label(config.metric, surface),
+                   axis_titles=(axis_label("x", surface, variance), axis_label("y", surface, variance),
+                                metric_label(config.metric, surface).split(" (")[0]))
+        paths.append(config.png)
     return paths
 
 

@@ -25,6 +25,7 @@ import mpi_landscape
 from conftest import run_module
 from mpi_landscape import vtk as vtk_command
 from mpi_landscape.views.plot_render import render_png
+from mpi_landscape.views.vtk_export import surface_grid
 from mpi_landscape.store import read_surface
 from surface_files import bowl, write_projection, write_reference_surface, write_surface
 
@@ -185,20 +186,26 @@ def test_trajectory_lies_on_the_surface(tmp_path):
     paths = export(path, "--proj_file", proj)
     assert paths[1] == str(tmp_path / "s_train_loss_trajectory.vtp")
     line = read_back(paths[1])
-    assert line.GetNumberOfLines() == 2 and line.GetNumberOfPoints() == 6
-    xyz = points_of(line)
+    assert line.GetNumberOfLines() == 2
+    checkpoint = point_array(line, "checkpoint")
     keep = [0, 1, 2, 5, 6, 7]
-    np.testing.assert_allclose(xyz[:, :2], np.column_stack([px[keep], py[keep]]))
-    np.testing.assert_allclose(xyz[:, 2], 1 + 0.5 * px[keep] - 0.25 * py[keep], atol=1e-12)
-    np.testing.assert_array_equal(point_array(line, "epoch"), np.array(keep) * 10)
-    np.testing.assert_array_equal(point_array(line, "lr_drop"), [0, 0, 1, 0, 0, 0])
+    at = checkpoint >= 0  # the checkpoints, and between them samples along the surface
+    assert checkpoint[at].tolist() == keep and line.GetNumberOfPoints() > 3 * len(keep)
+    xyz = points_of(line)
+    np.testing.assert_allclose(xyz[at, :2], np.column_stack([px[keep], py[keep]]))
+    np.testing.assert_allclose(xyz[:, 2], 1 + 0.5 * xyz[:, 0] - 0.25 * xyz[:, 1], atol=1e-12)
+    np.testing.assert_array_equal(point_array(line, "epoch")[at], np.array(keep) * 10)
+    assert np.all(np.diff(point_array(line, "epoch")[:at.nonzero()[0][3]]) > 0)  # interpolated between
+    np.testing.assert_array_equal(point_array(line, "lr_drop")[at], [0, 0, 1, 0, 0, 0])
+    assert point_array(line, "lr_drop").sum() == 1
     verts = line.GetVerts()  # the drop as a vertex cell of its own, for ParaView's Threshold
-    assert verts.GetNumberOfCells() == 1 and vtk_to_numpy(verts.GetConnectivityArray()).tolist() == [2]
+    drop_point = np.flatnonzero(checkpoint == 2).tolist()
+    assert verts.GetNumberOfCells() == 1 and vtk_to_numpy(verts.GetConnectivityArray()).tolist() == drop_point
 
 
 def test_vtp_renders_off_screen_to_a_surface_picture(demo_run, tmp_path):
-    vtp, = export(demo_run, "--out", str(tmp_path / "demo.vtp"))
-    png = render_png(read_back(vtp), str(tmp_path / "demo.png"), size=(320, 240))
+    png = str(tmp_path / "demo.png")
+    render_png(surface_grid(read_surface(demo_run), "train_loss"), png, size=(320, 240))
     reader = vtkPNGReader()
     reader.SetFileName(png)
     reader.Update()
@@ -275,28 +282,55 @@ def rgb_pixels(path: str) -> np.ndarray:
     return vtk_to_numpy(reader.GetOutput().GetPointData().GetScalars())[:, :3].astype(int)
 
 
+def largest_colour_share(pixels: np.ndarray, shape) -> float:
+    """The share of the drawn pixels in an image's central region taken by its commonest colour
+    class on a cool-to-warm map (cool, warm, or grey); shading changes brightness only, so a basin
+    of one colour gives a share near 1."""
+    from matplotlib.colors import rgb_to_hsv
+
+    image = pixels.reshape(shape[1], shape[0], 3)
+    h, w = image.shape[:2]
+    centre = image[int(0.3 * h):int(0.7 * h), int(0.3 * w):int(0.7 * w)].reshape(-1, 3)
+    hsv = rgb_to_hsv(centre[(centre < 245).any(axis=1)] / 255.0)
+    grey = hsv[:, 1] <= 0.15
+    warm = ~grey & ((hsv[:, 0] < 0.1) | (hsv[:, 0] > 0.9))
+    cool = ~grey & (hsv[:, 0] > 0.5) & (hsv[:, 0] < 0.75)
+    return float(max(grey.mean(), warm.mean(), cool.mean()))
+
+
 def test_paraview_follows_the_documented_steps(tmp_path):
-    """docs/paraview.md in ParaView (pvbatch, off-screen): the surface, the warped flat export, and
-    the path whose lr drops Threshold + Glyph select (vertex cells: a polyline alone gives 0 points)."""
+    """docs/paraview.md in ParaView (pvbatch, off-screen): the log-height surface coloured by its height,
+    the warped flat export, and the path warped onto it whose lr drops Threshold + Glyph select (vertex
+    cells: a polyline alone gives 0 points), each seen through the page's camera (not ParaView's
+    straight-down one) and coloured by the quantity it is lifted by, so the basin has colours of its own."""
     command = pvbatch_command()
     x = np.linspace(-1, 1, 21)
-    surf = write_surface(tmp_path / "s.h5", x, x)
+    xx, yy = np.meshgrid(x, x)
+    loss = 0.02 + 3 * (xx ** 2 + 0.6 * yy ** 2) ** 1.5  # a trained network's basin: most of it below 0.5
+    surf = write_surface(tmp_path / "s.h5", x, x, metrics={"train_loss": loss})
     t = np.linspace(0, 1, 12)
     proj = write_projection(tmp_path / "p.h5", 0.8 * (1 - t), 0.5 * (1 - t) ** 2,
                             epochs=np.arange(0, 120, 10), drops=np.array([30, 80]))
-    surface_vtp, path_vtp = export(surf, "--proj_file", proj, "--out", str(tmp_path / "s.vtp"))
-    flat_vtp, = export(surf, "--flat", "--out", str(tmp_path / "flat.vtp"))
+    surface_vtp, = export(surf, "--log", "--out", str(tmp_path / "s.vtp"))
+    flat_vtp, path_vtp = export(surf, "--log", "--flat", "--proj_file", proj, "--out", str(tmp_path / "flat.vtp"))
     done = subprocess.run([*command, PARAVIEW_STEPS, surface_vtp, flat_vtp, path_vtp, str(tmp_path)],
                           text=True, capture_output=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["threshold_points"] == 2  # Threshold on lr_drop keeps the two drops
     for name in ("surface", "warped", "path"):
+        camera = report["cameras"][name]
+        sight = np.subtract(camera["focal_point"], camera["position"])
+        down = np.degrees(np.arccos(-sight[2] / np.linalg.norm(sight)))
+        assert 40 < down < 70, f"{name}: the camera looks {down:.0f}° off straight down"
         pixels = rgb_pixels(str(tmp_path / f"{name}.png"))
         drawn = (pixels < 245).any(axis=1).mean()
         assert 0.08 < drawn < 0.95, f"{name}.png: {drawn:.0%} of the picture drawn"
         packed = pixels[:, 0] << 16 | pixels[:, 1] << 8 | pixels[:, 2]
         assert len(np.unique(packed)) > 200, f"{name}.png is not a shaded, coloured surface"
+        if name != "path":
+            share = largest_colour_share(pixels, (480, 360))
+            assert share < 0.8, f"{name}.png: {share:.0%} of the basin is one colour"
     pixels = rgb_pixels(str(tmp_path / "path.png"))
     red = (pixels[:, 0] > 200) & (pixels[:, 1] < 60) & (pixels[:, 2] < 60)
     assert red.sum() > 30  # the drops' red spheres are in the picture

@@ -21,13 +21,14 @@ import numpy as np
 from matplotlib.colors import LogNorm, Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import (FormatStrFormatter, FuncFormatter, LogLocator, MaxNLocator,
-                               MultipleLocator)
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator
 
 from ..errors import LandscapeError
+from .figure_3d import surface_3d as _surface_3d
+from .plane_axes import label_plane as _label_plane
 from .plot_data import (axis_label, diverged_mask, loss_description, masked_values, metric_label,
                         metric_values)
-from ..store import Projection, Surface
+from ..store import Surface
 from ..summary import CurveSet
 
 COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper
@@ -41,7 +42,6 @@ MAX_LEVELS = 1000
 ROUND_LEVELS = 12  # about this many contour levels when the spacing comes from the data
 LOG_MANTISSAS = ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9))
 MIN_LOG_LEVELS = 8  # finer mantissas until a log range has this many levels
-EQUAL_ASPECT_MAX = 4.0  # α and β drawn to one scale unless one range is this many times the other
 DIVERGED_STYLE = dict(marker="x", color="0.45", markersize=3, linestyle="none", label="diverged")
 
 
@@ -268,34 +268,6 @@ def figure_2d(surface: Surface, metric: str, kind: str, scale: Scale, title: str
     return fig
 
 
-def figure_trajectory(surface: Surface, metric: str, projection: Projection, scale: Scale,
-                      title: str, explained_variance: tuple[float, float] | None = None) -> Figure:
-    """Contour lines of ``metric`` with the projected optimizer path: start, end, and red dots
-    at learning-rate drops (the paper's marks), their epochs named in the legend."""
-    fig = Figure(figsize=(COLUMN_WIDTH, 3.3), layout="constrained")
-    ax = fig.add_subplot()
-    lines = _contour_lines(ax, surface, masked_values(surface, metric, log=scale.log), scale)
-    ax.plot(projection.xcoord, projection.ycoord, "-", color="k", linewidth=0.9, marker=".", markersize=2.5,
-            label="path")
-    drops = projection.drop_indices()
-    if len(drops):
-        epochs = ", ".join(str(projection.epochs[i]) for i in drops)
-        ax.plot(projection.xcoord[drops], projection.ycoord[drops], "o", color="red", markersize=4,
-                linestyle="none", zorder=4, label=f"lr drop (epoch {epochs})")
-    ax.plot(projection.xcoord[:1], projection.ycoord[:1], "^", color="tab:green", markeredgecolor="k",
-            markeredgewidth=0.5, markersize=5, linestyle="none", zorder=5, label="start")
-    ax.plot(projection.xcoord[-1:], projection.ycoord[-1:], "*", color="gold", markeredgecolor="k",
-            markeredgewidth=0.5, markersize=8, linestyle="none", zorder=5, label="end")
-    _mark_diverged(ax, surface, metric, legend=False)
-    _label_plane(ax, surface, explained_variance)
-    if len(lines.levels):
-        scale.colorbar(fig, lines, ax, metric_label(metric, surface))
-    fig.legend(loc="outside lower center", ncols=2, frameon=False)
-    if title:
-        ax.set_title(title)
-    return fig
-
-
 def figure_compare(surfaces: Sequence[tuple[Surface, str]], metric: str, scale: Scale,
                    explained_variances: Sequence[tuple[float, float] | None],
                    title: str | None = None) -> Figure:
@@ -344,54 +316,3 @@ def _mark_diverged(ax, surface: Surface, metric: str, legend: bool = True) -> No
         ax.plot(surface.x[ix], surface.y[iy], **DIVERGED_STYLE)
         if legend:
             ax.legend(loc="upper right", fontsize=5.5, framealpha=0.8, handlelength=1)
-
-
-def _surface_3d(surface: Surface, z: np.ma.MaskedArray, label: str, scale: Scale, title: str,
-                explained_variance: tuple[float, float] | None, log_height: bool) -> Figure:
-    """A 3D surface coloured by the scale, clipped at its vmax, with a colour bar that names it.
-
-    With ``log_height`` the height is log10 of the metric (3D axes have no log
-    scale) and its ticks are labelled in decades.
-    """
-    fig = Figure(figsize=(COLUMN_WIDTH, 3.0), layout="constrained")
-    ax = fig.add_subplot(projection="3d")
-    xx, yy = np.meshgrid(surface.x, surface.y)
-    clipped = np.minimum(z.filled(np.nan), scale.vmax)
-    height = np.log10(clipped) if log_height else clipped
-    colours = matplotlib.colormaps[scale.cmap](scale.norm()(np.ma.masked_invalid(clipped)))
-    ax.plot_surface(xx, yy, height, facecolors=colours, linewidth=0, antialiased=True,
-                    rcount=200, ccount=200, shade=False)
-    mappable = matplotlib.cm.ScalarMappable(norm=scale.norm(), cmap=scale.cmap)
-    scale.colorbar(fig, mappable, ax, label, shrink=0.6, pad=0.12)  # its label names the height too
-    ax.set_xlabel(axis_label("x", surface, explained_variance), labelpad=-2)
-    ax.set_ylabel(axis_label("y", surface, explained_variance), labelpad=-2)
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(MaxNLocator(4))
-    if log_height:
-        ax.zaxis.set_major_locator(MultipleLocator(1))
-        ax.zaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{10.0 ** v:g}"))
-    else:
-        ax.zaxis.set_major_locator(MaxNLocator(4))
-    top = np.log10(scale.vmax) if log_height else scale.vmax
-    low = np.nanmin(height) if np.isfinite(height).any() else top - 1
-    ax.set_zlim(min(low, top - 1e-9), top)
-    ax.tick_params(pad=-1)
-    if title:
-        ax.set_title(title)
-    return fig
-
-
-def _label_plane(ax, surface: Surface, explained_variance: tuple[float, float] | None) -> None:
-    """Axis labels; α and β on one scale when they are in the same units and of similar ranges."""
-    ax.set_xlabel(axis_label("x", surface, explained_variance))
-    ax.set_ylabel(axis_label("y", surface, explained_variance))
-    if same_units(surface):
-        spans = np.ptp(surface.x), np.ptp(surface.y)
-        if min(spans) > 0 and max(spans) / min(spans) <= EQUAL_ASPECT_MAX:
-            ax.set_aspect("equal", adjustable="box")
-
-
-def same_units(surface: Surface) -> bool:
-    """Whether α and β measure the same thing: both random/PCA directions, or both model differences."""
-    config = surface.attrs.get("config") if isinstance(surface.attrs.get("config"), dict) else {}
-    return bool(config.get("model_file2")) == bool(config.get("model_file3"))

@@ -29,6 +29,7 @@ from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter, vtkXMLStructuredGridWriter
 
 from ..errors import LandscapeError, require_folder
 from .plot_data import diverged_mask, done_text, metric_values
+from .path_on_surface import sample_path
 from .plot_grid import is_regular, resample_bicubic, sample_bilinear
 from ..store import Projection, Surface
 
@@ -50,6 +51,8 @@ class SurfaceGrid:
     height: np.ndarray
     metric: str
     diverged: np.ndarray
+    log: bool = False  # how the height was made from the metric: ln(z + 0.1) after clipping at zmax
+    zmax: float | None = None
 
     @property
     def drawable(self) -> np.ndarray:
@@ -68,7 +71,7 @@ def surface_grid(surface: Surface, metric: str, log: bool = False,
     diverged = diverged_mask(surface, metric)
     raw[diverged & ~np.isinf(raw)] = np.nan  # e.g. an accuracy at non-finite outputs: no height
     return SurfaceGrid(surface.x, surface.y, arrays, surface.done.copy(), heights(raw, log, zmax), metric,
-                       diverged)
+                       diverged, log, zmax)
 
 
 def heights(values: np.ndarray, log: bool = False, zmax: float | None = None) -> np.ndarray:
@@ -79,6 +82,16 @@ def heights(values: np.ndarray, log: bool = False, zmax: float | None = None) ->
             z = np.log(z + 0.1)
     z[~np.isfinite(z)] = np.nan
     return z
+
+
+def with_log_height(grid: SurfaceGrid) -> SurfaceGrid:
+    """The same grid with the reference's log height ln(z + 0.1) (itself when it already has it)."""
+    if grid.log:
+        return grid
+    with np.errstate(invalid="ignore", divide="ignore"):
+        height = np.log(grid.height + 0.1)
+    height[~np.isfinite(height)] = np.nan
+    return replace(grid, height=height, log=True)
 
 
 def resample(grid: SurfaceGrid, n: int, log: bool = False, zmax: float | None = None) -> SurfaceGrid:
@@ -98,7 +111,8 @@ def resample(grid: SurfaceGrid, n: int, log: bool = False, zmax: float | None = 
     x = np.linspace(grid.x[0], grid.x[-1], n)
     y = np.linspace(grid.y[0], grid.y[-1], n)
     return replace(grid, x=x, y=y, arrays=arrays, done=np.ones((n, n), dtype=bool),
-                   height=heights(arrays[grid.metric], log, zmax), diverged=np.zeros((n, n), dtype=bool))
+                   height=heights(arrays[grid.metric], log, zmax), diverged=np.zeros((n, n), dtype=bool),
+                   log=log, zmax=zmax)
 
 
 def to_polydata(grid: SurfaceGrid, flat: bool = False) -> vtkPolyData:
@@ -138,29 +152,40 @@ class Path3D:
 
 
 def trajectory_polydata(grid: SurfaceGrid, projection: Projection, flat: bool = False) -> Path3D:
-    """The projected path as polylines lying on the surface (height sampled bilinearly).
+    """The projected path as polylines lying on the surface, sampled along it.
 
-    Checkpoints outside the grid or over unfinished points have no height and
-    are left out; the path is split there, so it never jumps across a gap (a
-    lone checkpoint between two gaps, with no segment to lie on, goes too).
-    Each learning-rate drop is also a vertex cell of its own: ParaView's
-    Threshold keeps whole cells, so a drop inside the polyline could never be
-    selected, while its vertex cell (``lr_drop`` = 1 on all its points) is.
+    Between checkpoints the path is resampled every quarter of a grid step, each
+    sample at the surface's height there (bilinear), so the line follows the
+    relief instead of cutting chords under it; the samples between checkpoints
+    carry ``checkpoint`` = -1 and an interpolated ``epoch``. Checkpoints outside
+    the grid or over unfinished points have no height and are left out; the
+    path is split there, so it never jumps across a gap (a lone checkpoint
+    between two gaps, with no segment to lie on, goes too). Each learning-rate
+    drop is also a vertex cell of its own: ParaView's Threshold keeps whole
+    cells, so a drop inside the polyline could never be selected, while its
+    vertex cell (``lr_drop`` = 1 on all its points) is.
     """
-    z = sample_bilinear(grid.x, grid.y, grid.height, projection.xcoord, projection.ycoord)
-    placed = np.isfinite(z)
-    runs = [run for run in np.split(np.arange(len(z)), np.flatnonzero(np.diff(placed)) + 1)
+    checkpoint_z = sample_bilinear(grid.x, grid.y, grid.height, projection.xcoord, projection.ycoord)
+    placed = np.isfinite(checkpoint_z)
+    runs = [run for run in np.split(np.arange(len(placed)), np.flatnonzero(np.diff(placed)) + 1)
             if placed[run[0]] and len(run) > 1]
-    keep = np.concatenate(runs) if runs else np.zeros(0, dtype=int)
+    samples = [sample_path(grid.x, grid.y, grid.height, projection.xcoord[run], projection.ycoord[run])
+               for run in runs]
+    t = np.concatenate([run[0] + s.t for run, s in zip(runs, samples)] + [np.zeros(0)])
+    xy = np.column_stack([np.concatenate([s.x for s in samples] + [np.zeros(0)]),
+                          np.concatenate([s.y for s in samples] + [np.zeros(0)])])
+    z = np.concatenate([s.z for s in samples] + [np.zeros(0)])
+    z = np.where(np.isfinite(z), z, np.interp(t, np.arange(len(checkpoint_z)), np.nan_to_num(checkpoint_z)))
+    at_checkpoint = t == np.round(t)  # a checkpoint sample has t exactly its index
+    checkpoint = np.where(at_checkpoint, np.round(t), -1).astype(np.int64)
     points = vtkPoints()
-    xyz = np.column_stack([projection.xcoord[keep], projection.ycoord[keep],
-                           np.zeros(len(keep)) if flat else z[keep]])
-    points.SetData(numpy_to_vtk(xyz, deep=True))
-    offsets = np.concatenate([[0], np.cumsum([len(run) for run in runs])]).astype(np.int64)
+    points.SetData(numpy_to_vtk(np.column_stack([xy, np.zeros(len(z)) if flat else z]), deep=True))
+    offsets = np.concatenate([[0], np.cumsum([len(s.t) for s in samples])]).astype(np.int64)
     lines = vtkCellArray()
     lines.SetData(numpy_to_vtkIdTypeArray(offsets, deep=True),
-                  numpy_to_vtkIdTypeArray(np.arange(len(keep), dtype=np.int64), deep=True))
-    drops = np.flatnonzero(np.isin(keep, projection.drop_indices())).astype(np.int64)
+                  numpy_to_vtkIdTypeArray(np.arange(len(z), dtype=np.int64), deep=True))
+    is_drop = np.isin(checkpoint, projection.drop_indices()) & (checkpoint >= 0)
+    drops = np.flatnonzero(is_drop).astype(np.int64)
     verts = vtkCellArray()
     verts.SetData(numpy_to_vtkIdTypeArray(np.arange(len(drops) + 1, dtype=np.int64), deep=True),
                   numpy_to_vtkIdTypeArray(drops, deep=True))
@@ -168,14 +193,14 @@ def trajectory_polydata(grid: SurfaceGrid, projection: Projection, flat: bool = 
     poly.SetPoints(points)
     poly.SetLines(lines)
     poly.SetVerts(verts)
-    data = {HEIGHT: z[keep], "checkpoint": keep.astype(np.int64),
-            grid.metric: sample_bilinear(grid.x, grid.y, grid.arrays[grid.metric],
-                                         projection.xcoord[keep], projection.ycoord[keep])}
-    data["epoch"] = projection.epochs[keep].astype(np.int64)
-    data[LR_DROP] = np.isin(keep, projection.drop_indices()).astype(np.uint8)
+    data = {HEIGHT: z, "checkpoint": checkpoint,
+            grid.metric: sample_bilinear(grid.x, grid.y, grid.arrays[grid.metric], xy[:, 0], xy[:, 1]),
+            "epoch": np.interp(t, np.arange(len(projection.epochs)), projection.epochs.astype(np.float64)),
+            LR_DROP: is_drop.astype(np.uint8)}
     for name, values in data.items():
         _add_array(poly, name, values)
-    return Path3D(poly, len(z) - len(keep))
+    kept = int(sum(len(run) for run in runs))
+    return Path3D(poly, len(placed) - kept)
 
 
 def write(dataset: vtkPolyData | vtkStructuredGrid, path: str) -> str:
