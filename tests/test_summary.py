@@ -284,7 +284,7 @@ def test_a_grid_too_small_for_second_differences_is_refused(tmp_path):
 
 def test_compare_panels_carry_the_key_figures(tmp_path, capsys, monkeypatch):
     from mpi_landscape import plot
-    from mpi_landscape.views.plot_data import key_figures, short_name
+    from mpi_landscape.views.plot_data import key_figures, short_name, test_error_text
     from mpi_landscape.views.plot_figures import figure_compare
 
     x, y = grid(41, 41)
@@ -304,8 +304,9 @@ def test_compare_panels_carry_the_key_figures(tmp_path, capsys, monkeypatch):
         return [ax.get_title() for ax in drawn[-1].axes[:2]]
 
     name = short_name(read_surface(sharp), sharp)  # the same checkpoint: told apart by file
-    assert titles() == [f"{name} [sharp.h5]\n{texts[0]}", f"{name} [flat.h5]\n{texts[1]}"]
-    assert titles("--labels", "sharp,flat") == [f"sharp\n{texts[0]}", f"flat\n{texts[1]}"]
+    errors = [test_error_text(read_surface(p)) for p in (sharp, flat)]  # the paper's subtitle, then the figures
+    assert titles() == [f"{name} [sharp.h5]\n{errors[0]}\n{texts[0]}", f"{name} [flat.h5]\n{errors[1]}\n{texts[1]}"]
+    assert titles("--labels", "sharp,flat") == [f"sharp\n{errors[0]}\n{texts[0]}", f"flat\n{errors[1]}\n{texts[1]}"]
     with pytest.raises(SystemExit) as stopped:
         plot.main([sharp, "--annotate"])
     assert stopped.value.code == 2 and "add --compare" in capsys.readouterr().err
