@@ -16,7 +16,7 @@ from conftest import run_module
 from surface_files import write_reference_surface, write_surface
 from mpi_landscape import summary
 from mpi_landscape.summary import BEYOND, INSIDE, UNKNOWN
-from mpi_landscape.summary.report import COLUMNS, SET_COLUMNS, summarize
+from mpi_landscape.summary.report import COLUMNS, SET_COLUMNS, in_units, summarize
 from mpi_landscape.store import read_surface
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +210,7 @@ def test_command_prints_and_writes_every_documented_column_with_units(tmp_path):
                         "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv"))
     assert result.returncode == 0, result.stderr
     header = result.stdout.splitlines()[0]
-    for column in COLUMNS:
+    for column in in_units(COLUMNS, "train_loss"):
         name = column.name.replace("<split>", "train")
         assert (f"{name} [{column.unit}]" if column.unit else name) in header
     rows = list(csv.DictReader(open(tmp_path / "s.csv", encoding="utf-8")))
@@ -229,7 +229,7 @@ def test_command_prints_and_writes_every_documented_column_with_units(tmp_path):
 
 def test_docs_page_lists_every_column_and_its_unit():
     page = (ROOT / "docs" / "summary.md").read_text(encoding="utf-8")
-    for column in (*COLUMNS, *SET_COLUMNS):
+    for column in in_units((*COLUMNS, *SET_COLUMNS), "train_loss"):  # the default metric's units
         assert re.search(rf"^\| `{re.escape(column.name)}` \| {re.escape(column.unit or '–')} \|", page, re.M), \
             column.name
 
@@ -365,3 +365,17 @@ def test_worked_comparison_script_runs_shrunk(tmp_path):
         assert found["files"] == 2 and len(found["mean"]) == 5
         assert (out / f"lines_bs{bs}_train_loss_1d_band.png").stat().st_size > 0
     assert (out / "comparison_train_loss_2dcompare.png").stat().st_size > 0
+
+
+def test_columns_in_the_metrics_units_name_them(tmp_path, capsys):
+    from mpi_landscape.summary.command import main
+
+    x, y = grid(21, 21)
+    loss = quadratic(x, y, 4.0, 1.0) + 6.2
+    path = write_surface(tmp_path / "lm.h5", x, y, metrics={"train_loss": loss, "train_perplexity": np.exp(loss)})
+    assert main([path, "--metric", "train_perplexity", "--columns", "min_loss,level,curv_xx,eig_max"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header == ["min_loss", "[perplexity]", "level", "[perplexity]", "curv_xx", "[perplexity/unit²]",
+                      "eig_max", "[perplexity/unit²]"]
+    assert main([path, "--columns", "min_loss"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split() == ["min_loss", "[loss]"]

@@ -105,12 +105,11 @@ def _several_files(curves: Sequence[tuple[Surface, str]]) -> tuple[Figure, list]
 
 
 def _mark_ends(ax, ends: tuple[str, str]) -> None:
-    """Dotted lines at α = 0 and α = 1, marked θ₁ and θ₂ at the top of the axes."""
+    """Dotted lines at α = 0 and α = 1, marked θ₁ and θ₂ just above the axes (off the curves)."""
     top = blended_transform_factory(ax.transData, ax.transAxes)
     for alpha, name in ((0.0, "θ₁"), (1.0, "θ₂")):
         ax.axvline(alpha, color="0.4", linestyle=":", linewidth=0.8, label=f"_model {name}", zorder=1)
-        ax.text(alpha, 0.98, name, transform=top, ha="center", va="top", fontsize=7,
-                bbox=dict(boxstyle="square,pad=0.1", facecolor="white", edgecolor="none"))
+        ax.text(alpha, 1.01, name, transform=top, ha="center", va="bottom", fontsize=7)
 
 
 def _shade_diverged(axes: Sequence, surfaces: Sequence[Surface]):
