@@ -7,16 +7,24 @@
     python -m mpi_landscape.plot surf.h5 --watch 30        # while a run is writing it
     python -m mpi_landscape.plot a.h5 b.h5 --compare --annotate   # key figures in the panel titles
     python -m mpi_landscape.plot seed0_1d.h5 seed1_1d.h5 seed2_1d.h5 --band
+    python -m mpi_landscape.plot run*.h5 --compare --cols 4       # the paper's 2×4 grids
+    python -m mpi_landscape.plot surf.h5 --metric train_loss,test_loss   # train beside test
+    python -m mpi_landscape.plot spectrum.h5 --spectrum          # a hessian run's density, redrawn
 
 A 1D file gives loss and accuracy against α (several files overlaid); a 2D
 file gives labelled contour lines, filled contours, a heatmap and a 3D
 surface of one metric; ``--proj_file`` adds an optimizer path on the contours
-and ``--compare`` puts several 2D surfaces side by side on one colour scale
-(``--annotate``: each with the summary command's key figures); ``--band``
+and ``--compare`` puts several 2D surfaces side by side on one colour scale,
+in rows of ``--cols``, θ* marked and the test error under each label
+(``--annotate``: also the summary command's key figures); several
+``--metric`` names of one kind are drawn side by side the same way; ``--band``
 draws 1D files of several random directions as their mean ± std.
 Levels and colour ranges come from the data unless ``--vmin/--vmax/--vlevel``
-fix them; a loss spanning a decade or more gets log-spaced round levels, so a
-trained network's basin has contours of its own. Points where the network
+fix them; a positive quantity spanning a decade or more (a loss, λmax) gets
+log-spaced round levels, so a trained network's basin has contours of its
+own, and a signed one (λmin) diverges from white at zero. Each figure file is
+written under a temporary name and renamed over the old one (``--watch``
+viewers never read a part); docs/figures.md shows every kind. Points where the network
 diverged are gaps marked as such. A partial 2D file is drawn as the finest
 complete coarse-to-fine lattice it holds. Titles are short; the file's
 details go into each figure file's metadata. The paths written are printed,

@@ -26,6 +26,9 @@ COMPARE_RUNS = [(f"{optimizer} · batch {batch} · wd {wd}", width, error)  # th
                 for batch, width, error in ((128, 1.0, 7.4), (8192, 0.4, 11.1))]  # × batch size
 
 
+GALLERY_DPI = 150  # enough to read on a screen, small enough to keep in the repository
+
+
 @dataclass(frozen=True)
 class Entry:
     """One figure of the gallery: its file name, the paper's figure it stands for, the plot arguments."""
@@ -51,10 +54,10 @@ ENTRIES = (
           tuple(f"run{i}.h5" for i in range(8)) + ("--compare", "--cols", "4", "--labels",
                                                    ",".join(label for label, _, _ in COMPARE_RUNS))),
     Entry("train_test", "— (train beside test)", ("basin.h5", "--compare", "--metric", "train_loss,test_loss")),
-    Entry("max_eig", "§ 6 (curvature: λmax)", ("curvature.h5", "--metric", "max_eig", "--kinds", "contourf")),
-    Entry("min_eig", "§ 6 (curvature: λmin)", ("curvature.h5", "--metric", "min_eig", "--kinds", "contourf")),
-    Entry("min_eig_lines", "§ 6, as lines", ("curvature.h5", "--metric", "min_eig", "--kinds", "contour")),
-    Entry("eig_ratio", "§ 6 (|λmin/λmax|, convexity)", ("curvature.h5", "--metric", "eig_ratio", "--kinds",
+    Entry("max_eig", "the curvature maps (λmax)", ("curvature.h5", "--metric", "max_eig", "--kinds", "contourf")),
+    Entry("min_eig", "the curvature maps (λmin)", ("curvature.h5", "--metric", "min_eig", "--kinds", "contourf")),
+    Entry("min_eig_lines", "the curvature maps, as lines", ("curvature.h5", "--metric", "min_eig", "--kinds", "contour")),
+    Entry("eig_ratio", "the convexity maps (|λmin/λmax|)", ("curvature.h5", "--metric", "eig_ratio", "--kinds",
                                                         "contourf")),
     Entry("narrow_range", "— (a language model's narrow loss range)", ("gpt2.h5", "--kinds", "contour")),
     Entry("perplexity", "—", ("gpt2.h5", "--metric", "train_perplexity", "--kinds", "contourf")),
@@ -76,7 +79,7 @@ def write_samples(folder: str) -> str:
 
     write_surface(path("basin.h5"), grid, grid, metrics=splits(basin(grid, grid)))
     done = np.zeros((21, 21), dtype=bool)
-    done[::4, ::4] = True
+    done[::5, ::5] = True  # the coarse-to-fine lattice a run finishes first: 5×5 of 21×21
     write_surface(path("partial.h5"), grid, grid, done=done, metrics=splits(basin(grid, grid)))
     write_surface(path("curvature.h5"), grid, grid, metrics=curvature_metrics(grid, grid))
     for name, sharpness in (("line.h5", 1.0), ("line_large.h5", 6.0)):
@@ -103,7 +106,7 @@ def write_samples(folder: str) -> str:
 
 def command(entry: Entry, out_folder: str) -> list[str]:
     """The plot command's arguments for ``entry``, its figures written as ``out_folder/<name>``."""
-    return [*entry.args, "--out", os.path.join(out_folder, entry.name), "--format", "png"]
+    return [*entry.args, "--out", os.path.join(out_folder, entry.name), "--format", "png", "--dpi", str(GALLERY_DPI)]
 
 
 def main(out_folder: str) -> int:

@@ -12,6 +12,7 @@ paper uses, names on the interpolation figure, atomic rewrites under --watch.
 from __future__ import annotations
 
 import os
+import shlex
 
 import numpy as np
 import pytest
@@ -223,3 +224,15 @@ def test_figures_are_replaced_whole(samples, tmp_path, monkeypatch):
     assert final == str(tmp_path / "f_train_loss_2dheat.png")
     assert os.path.dirname(temporary) == str(tmp_path) and not os.path.exists(temporary)
     assert sorted(os.listdir(tmp_path)) == ["f_train_loss_2dheat.png"]
+
+
+def test_figures_page_shows_every_gallery_figure_with_its_command():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    page = open(os.path.join(root, "docs", "figures.md"), encoding="utf-8").read()
+    images = os.listdir(os.path.join(root, "docs", "images", "gallery"))
+    for entry in gallery.ENTRIES:
+        assert f"python -m mpi_landscape.plot {shlex.join(entry.args)}\n" in page, entry.name
+        (image,) = [name for name in images if name.startswith(f"{entry.name}_") and
+                    not any(name.startswith(f"{other.name}_") and len(other.name) > len(entry.name)
+                            for other in gallery.ENTRIES)]
+        assert f"(images/gallery/{image})" in page, entry.name
