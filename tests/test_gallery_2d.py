@@ -23,8 +23,9 @@ from figure_checks import (assert_bar_spans_axes, assert_colour_bar_ticks, asser
                            assert_lines_visible, colour_bars, visible_texts)
 from mpi_landscape import plot
 from mpi_landscape.store import read_surface
-from mpi_landscape.views.plot_figures import Scale, column_style, figure_2d
-from surface_files import write_surface
+from mpi_landscape.views import plot_data
+from mpi_landscape.views.plot_figures import Scale, column_style, figure_2d, figure_compare
+from surface_files import DEMO_CONFIG, write_surface
 
 
 @pytest.fixture(scope="module")
@@ -135,12 +136,11 @@ def test_long_titles_and_contour_labels_stay_inside(tmp_path):
 
 def test_narrow_range_contour_labels_do_not_repeat(samples, tmp_path, monkeypatch):
     fig = figure_of(monkeypatch, samples, tmp_path, "gpt2.h5", "--kinds", "contour")
-    labels = [t.get_text() for t in fig.axes[0].texts]
-    levels = fig.axes[0].collections[0].levels
-    assert labels
-    for text in labels:  # each label is its line's level exactly: none reads like a neighbour
-        value = float(text.replace("\u2212", "-"))
-        assert np.min(np.abs(levels - value)) <= 1e-9 * abs(value), f"label {text} is no level"
+    lines = fig.axes[0].collections[0]
+    assert lines.labelTexts
+    for text, level in zip(lines.labelTexts, lines.labelCValues):  # each label is its own line's level
+        assert float(text.get_text().replace("\u2212", "-")) == pytest.approx(level, rel=1e-9, abs=0), \
+            f"the line at {level:g} is labelled {text.get_text()}"
 
 
 def test_perplexity_is_named(samples, tmp_path, monkeypatch):
@@ -236,3 +236,16 @@ def test_figures_page_shows_every_gallery_figure_with_its_command():
                     not any(name.startswith(f"{other.name}_") and len(other.name) > len(entry.name)
                             for other in gallery.ENTRIES)]
         assert f"(images/gallery/{image})" in page, entry.name
+
+
+def test_compare_of_four_files_without_labels_keeps_titles_apart(tmp_path):
+    x = np.linspace(-1, 1, 11)
+    paths = [write_surface(tmp_path / f"resnet56_sgd_run{i}.h5", x, x,
+                           config={**DEMO_CONFIG, "model": "resnet56_noshort",
+                                   "model_file": f"cifar10/trained_nets/resnet56_sgd_lr=0.1_bs=128_wd=0.0005_run{i}/"
+                                                 "model_300.t7"}) for i in range(4)]
+    assert plot.main([*paths, "--compare", "--format", "png"]) == 0
+    fig = figure_compare([(read_surface(p), plot_data.legend_label(read_surface(p), p)) for p in paths],
+                         "train_loss", Scale(0.2, 5), [None] * 4)
+    with column_style():
+        assert_legible(fig)
