@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # the sample builders, and this checkout's package
 from surface_files import DEMO_CONFIG, basin, curvature_metrics, write_spectrum_file, write_surface  # noqa: E402
 
 COMPARE_RUNS = [(f"{optimizer} · batch {batch} · wd {wd}", width, error)  # the paper's eight runs:
