@@ -3,6 +3,7 @@
 #   make test       the whole test suite (what CI runs)
 #   make test-fast  the tests that start no MPI job, Slurm or training run: under a minute
 #   make images     the README's pictures: the demo's, copied into docs/images
+#   make gallery    docs/figures.md's pictures: every figure kind (2D from small sample files, then gallery-3d), in docs/images/gallery
 #   make docs       regenerate docs/cli.md from the commands' parsers
 #   make gallery-3d the trajectory, 3D, VTK/ParaView and weight pictures of docs/figures_3d.md (docs/images/gallery)
 # A CPU-only machine, or one with its own torch: see "Install" in README.md.
@@ -12,7 +13,7 @@ PY := $(VENV)/bin/python
 DEMO_OUTPUT := demo_output
 IMAGES := demo_surface_train_loss_2dcontour.png demo_surface_train_loss_3dsurface.png demo_surface_vtk.png
 
-.PHONY: install demo test test-fast images docs gallery-3d clean
+.PHONY: install demo test test-fast images gallery gallery-3d docs clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +34,9 @@ test-fast: install
 
 images: demo
 	cp $(addprefix $(DEMO_OUTPUT)/,$(IMAGES)) docs/images/
+
+gallery: install gallery-3d
+	$(PY) tests/gallery.py docs/images/gallery
 
 docs: install
 	$(PY) -m mpi_landscape.cli_reference docs/cli.md

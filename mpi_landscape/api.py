@@ -53,6 +53,7 @@ class ComputedSurface(Surface):
     spec: DirectionSpec = field(default_factory=DirectionSpec)
     path: str | None = None
     _net: torch.nn.Module | None = field(default=None, repr=False)  # names and shapes for the direction file
+    _scratch: bool = field(default=False, repr=False)  # ``path`` is the temporary copy plot() and vtk() read
 
     def save(self, path: str) -> str:
         """Write the surface file ``path`` and its direction file beside it (``<name>.directions.h5``),
@@ -72,15 +73,20 @@ class ComputedSurface(Surface):
         for index in np.flatnonzero(self.done.ravel()):
             writer.record(int(index), {k: float(v.ravel()[index]) for k, v in self.metrics.items()})
         writer.close()
-        self.path, self.dir_file = path, dir_file
+        self.path, self.dir_file, self._scratch = path, dir_file, False
         return path
 
     def plot(self, *flags: str) -> list[str]:
         """Draw the command line's figures (``python -m mpi_landscape.plot FILE *flags``) and
-        return the paths written. An unsaved surface is saved to a temporary folder first."""
+        return the paths written. They go beside the saved file; for a surface not saved yet,
+        into the current folder as ``surface_*`` (its file is put in a temporary folder for the
+        plot command to read), unless ``--out`` says where."""
         from . import plot
 
-        return _run_entry_point(plot.main, [self._saved_path(), *flags])
+        unsaved = self.path is None or self._scratch
+        out = ["--out", os.path.join(os.getcwd(), "surface")] \
+            if unsaved and not any(f == "--out" or f.startswith("--out=") for f in flags) else []
+        return _run_entry_point(plot.main, [self._saved_path(), *out, *flags])
 
     def vtk(self, *flags: str) -> list[str]:
         """Export for ParaView (``python -m mpi_landscape.vtk FILE *flags``); the paths written."""
@@ -89,7 +95,10 @@ class ComputedSurface(Surface):
         return _run_entry_point(vtk.main, [self._saved_path(), *flags])
 
     def _saved_path(self) -> str:
-        return self.path or self.save(os.path.join(tempfile.mkdtemp(prefix="surface_"), "surface.h5"))
+        if self.path is None:
+            self.save(os.path.join(tempfile.mkdtemp(prefix="surface_"), "surface.h5"))
+            self._scratch = True
+        return self.path
 
 
 def compute_surface(net: torch.nn.Module, data: DataLike | Mapping[str, DataLike],

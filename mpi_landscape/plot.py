@@ -7,16 +7,24 @@
     python -m mpi_landscape.plot surf.h5 --watch 30        # while a run is writing it
     python -m mpi_landscape.plot a.h5 b.h5 --compare --annotate   # key figures in the panel titles
     python -m mpi_landscape.plot seed0_1d.h5 seed1_1d.h5 seed2_1d.h5 --band
+    python -m mpi_landscape.plot run*.h5 --compare --cols 4       # the paper's 2×4 grids
+    python -m mpi_landscape.plot surf.h5 --metric train_loss,test_loss   # train beside test
+    python -m mpi_landscape.plot spectrum.h5 --spectrum          # a hessian run's density, redrawn
 
 A 1D file gives loss and accuracy against α (several files overlaid); a 2D
 file gives labelled contour lines, filled contours, a heatmap and a 3D
 surface of one metric; ``--proj_file`` adds an optimizer path on the contours
-and ``--compare`` puts several 2D surfaces side by side on one colour scale
-(``--annotate``: each with the summary command's key figures); ``--band``
+and ``--compare`` puts several 2D surfaces side by side on one colour scale,
+in rows of ``--cols``, θ* marked and the test error under each label
+(``--annotate``: also the summary command's key figures); several
+``--metric`` names of one kind are drawn side by side the same way; ``--band``
 draws 1D files of several random directions as their mean ± std.
 Levels and colour ranges come from the data unless ``--vmin/--vmax/--vlevel``
-fix them; a loss spanning a decade or more gets log-spaced round levels, so a
-trained network's basin has contours of its own. Points where the network
+fix them; a positive quantity spanning a decade or more (a loss, λmax) gets
+log-spaced round levels, so a trained network's basin has contours of its
+own, and a signed one (λmin) diverges from white at zero. Each figure file is
+written under a temporary name and renamed over the old one (``--watch``
+viewers never read a part); docs/figures.md shows every kind. Points where the network
 diverged are gaps marked as such. A partial 2D file is drawn as the finest
 complete coarse-to-fine lattice it holds; a file with no finished point,
 or no finite value to draw, is refused in one line (``--watch`` waits for its
@@ -38,14 +46,18 @@ from matplotlib.figure import Figure
 
 from .cli import add_flag, config_from, exit_on_user_error, new_parser
 from .errors import LandscapeError, require_folder
-from .store import Surface, read_projection, read_surface
+from .store import Surface, read_projection, read_spectrum, read_surface
 from .summary import curve_set
 from .views.plot_data import (colour_map, default_prefix, explained_variance, figure_metadata,
-                              figure_title, is_loss, key_figures, legend_label, metric_values,
-                              preview, short_name)
-from .views.plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_band,
-                                 figure_compare)
+                              figure_title, is_loss, key_figures, legend_label, metric_kind, metric_values,
+                              panel_name, preview, progress_text, quantity_label, short_name,
+                              spans_decades, test_error_text)
 from .views.figure_trajectory import figure_trajectory, figure_trajectory_3d
+from .views.plot_figures import KINDS, figure_2d, figure_compare
+from .views.plot_layout import column_style
+from .views.plot_lines import figure_1d, figure_band
+from .views.plot_scale import Scale, linear_threshold
+from .views.plot_spectrum import density_figure
 
 FORMATS = ("png", "pdf", "svg")
 AUTO_LOG_RATIO = 10.0  # a loss whose largest value is this many times its smallest gets log levels
@@ -78,6 +90,24 @@ class PlotConfig:
     loss_max: float | None = None
     acc_range: str | None = None
     weights: bool = False
+    cols: int | None = None
+    spectrum: bool = False
+
+    @property
+    def metrics(self) -> list[str]:
+        """``--metric``: one name, or several (``train_loss,test_loss``) drawn side by side."""
+        names = [m.strip() for m in self.metric.split(",") if m.strip()]
+        if not names:
+            raise LandscapeError("--metric: give an array name, e.g. train_loss")
+        if len({metric_kind(m) for m in names}) > 1:
+            raise LandscapeError(f"--metric {self.metric}: metrics drawn side by side share one colour "
+                                 "scale; give metrics of one kind, e.g. train_loss,test_loss")
+        return names
+
+    @property
+    def side_by_side(self) -> bool:
+        """Panels on one scale: ``--compare``, or several metrics of one file."""
+        return self.compare or len(self.metrics) > 1
 
     @property
     def label_list(self) -> list[str] | None:
@@ -125,6 +155,9 @@ class PlotConfig:
         _ = self.label_list, self.acc_limits  # bad --labels or --acc_range: refused before any file is read
         if self.annotate and not self.compare:
             raise LandscapeError("--annotate labels the panels of --compare; add --compare")
+        if self.cols is not None and (self.cols < 1 or not self.side_by_side):
+            raise LandscapeError(f"--cols {self.cols}: panels per row of --compare (or of several "
+                                 "--metric names); give a positive number with --compare")
         if self.band and self.labels is not None:
             raise LandscapeError("--labels names each file's curve; --band draws their mean as one: "
                                  "leave out --labels or --band")
@@ -139,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--surf_file", action="append", dest="extra_files", metavar="FILE",
              default=argparse.SUPPRESS, help="a surface file, as the reference passes it (repeatable)")
     p.add_argument("--metric", "--surf_name", "--surf-name", dest="metric",
-                   help="the array to draw in 2D, e.g. train_loss, test_acc")
+                   help="the array to draw in 2D, e.g. train_loss, test_acc; several of one kind "
+                        "(train_loss,test_loss) are drawn side by side")
     add_flag(p, "--out", help="path prefix of the figures; None: the surface file without .h5")
     add_flag(p, "--format", help=f"comma-separated formats among {', '.join(FORMATS)}")
     add_flag(p, "--dpi", type=int, help="resolution of PNG files (dots per inch at a column's width)")
@@ -171,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
                   "Fig. 3, why filter normalization matters)")
     add_flag(p, "--watch", type=float, metavar="SECONDS",
              help="redraw every SECONDS until every file is complete (0: draw once)")
+    # panels, spectra
+    add_flag(p, "--cols", type=int, help="with --compare: panels per row (e.g. 4 for the paper's 2×4 "
+             "grids); None: at most three across")
+    add_flag(p, "--spectrum", action="store_true",
+             help="the files are Hessian spectrum files (hessian --spectrum_file): draw each one's "
+                  "spectral density as <prefix>_density.<format>")
     return p
 
 
@@ -226,6 +266,11 @@ def draw(config: PlotConfig) -> tuple[list[str], float]:
     """Draw every figure ``config`` asks for; returns the paths written and the lowest fraction done."""
     if config.weights:
         return _draw_weights(config), 1.0
+    if config.spectrum:
+        with column_style():
+            return [p for index, path in enumerate(config.surf_files)
+                    for p in save(density_figure(read_spectrum(path)), _prefix(config, index, len(config.surf_files))
+                                  + "_density", config.formats, config.dpi, {"Title": path})], 1.0
     read = [(path, read_surface(path)) for path in config.surf_files]
     for path, surface in read:
         drawn = [config.metric] if surface.y is not None or config.band else \
@@ -246,13 +291,14 @@ def draw(config: PlotConfig) -> tuple[list[str], float]:
     with column_style():
         if loaded[0][1].y is None:
             paths = _draw_1d(config, loaded, labels, formats)
-        elif config.compare:
+        elif config.side_by_side:
             # the summary's numbers from every finished point, not only those of a preview's lattice
-            figures = [key_figures(path, s, config.metric) for path, s in read] if config.annotate else None
+            figures = [key_figures(path, s, config.metrics[0]) for path, s in read] if config.annotate else None
             paths = _draw_compare(config, loaded, labels, figures, formats)
         else:
             paths = [p for index, item in enumerate(loaded)
-                     for p in _draw_2d(config, item, _prefix(config, index, len(loaded)), formats)]
+                     for p in _draw_2d(config, item, _prefix(config, index, len(loaded)), formats,
+                                       labels[index] if labels else None)]
     return paths, fraction
 
 
@@ -276,28 +322,35 @@ def resolve_scale(config: PlotConfig, surfaces: list[Surface]) -> Scale:
     decade or more gets a log scale with round 1-2-5 levels from just above
     its minimum, unless ``--vlevel`` asks for the reference's evenly spaced ones.
     """
-    metric = config.metric
-    lo, hi = _data_range(metric, surfaces, positive=config.log)
-    auto_log = (is_loss(metric) and config.vlevel is None and lo > 0 and hi / lo >= AUTO_LOG_RATIO
+    metrics = config.metrics
+    lo, hi = _data_range(metrics, surfaces, positive=config.log)
+    auto_log = (spans_decades(metrics[0]) and config.vlevel is None and lo > 0 and hi / lo >= AUTO_LOG_RATIO
                 and (config.vmin is None or config.vmin > 0))
-    cmap, centre = colour_map(metric)
-    return Scale(config.vmin if config.vmin is not None else lo,
-                 config.vmax if config.vmax is not None else hi,
-                 config.vlevel, config.log or auto_log, cmap, centre)
+    cmap, centre = colour_map(metrics[0])
+    vmin = config.vmin if config.vmin is not None else lo
+    vmax = config.vmax if config.vmax is not None else hi
+    wide_signed = centre is not None and config.vlevel is None and not config.log
+    linthresh = linear_threshold(vmin - centre, vmax - centre) if wide_signed and centre == 0 else None
+    return Scale(vmin, vmax, config.vlevel, config.log or auto_log, cmap, centre, linthresh)
 
 
 def _draw_1d(config: PlotConfig, loaded: list[tuple[str, Surface]], labels: list[str] | None,
              formats: list[str]) -> list[str]:
     if config.proj_file:
         raise LandscapeError("--proj_file needs a 2D surface: a trajectory is drawn on contours")
+    if len(config.metrics) > 1:
+        raise LandscapeError("a 1D figure draws every split's loss and accuracy; give one --metric (or none)")
     if config.band:
         return _draw_band(config, loaded, formats)
+    named = labels
     labels = labels or _distinct_labels([legend_label(s, path) for path, s in loaded], loaded)
     curves = [(s, label) for (_, s), label in zip(loaded, labels)]
     if config.title is not None:
         title = config.title
+    elif len(loaded) == 1:
+        title = named[0] if named else figure_title(loaded[0][1], loaded[0][0])
     else:
-        title = figure_title(loaded[0][1], loaded[0][0]) if len(loaded) == 1 else ""
+        title = ""
     fig = figure_1d(curves, title, log=config.log, loss_range=_loss_range(config),
                     acc_range=config.acc_limits)
     stem = _prefix(config, 0, 1) + ("_1d_loss_acc" if len(loaded) == 1 else "_1d_compare")
@@ -321,11 +374,18 @@ def _draw_band(config: PlotConfig, loaded: list[tuple[str, Surface]], formats: l
 
 
 def _draw_2d(config: PlotConfig, item: tuple[str, Surface], prefix: str,
-             formats: list[str]) -> list[str]:
+             formats: list[str], label: str | None = None) -> list[str]:
+    """The 2D views of one file; ``label`` (its ``--labels`` entry) titles them, with the progress
+    while partial, unless ``--title`` does."""
     path, surface = item
     scale = resolve_scale(config, [surface])
     variance = explained_variance(path, surface, config.dir_file)
-    title = config.title if config.title is not None else figure_title(surface, path)
+    if config.title is not None:
+        title = config.title
+    elif label is not None:
+        title = ", ".join(filter(None, [label, progress_text(surface)]))
+    else:
+        title = figure_title(surface, path)
     metadata = figure_metadata(surface, path)
     stem = f"{prefix}_{config.metric}"
     log = "_log" if config.log else ""
@@ -360,18 +420,36 @@ def _draw_weights(config: PlotConfig) -> list[str]:
 
 def _draw_compare(config: PlotConfig, loaded: list[tuple[str, Surface]], labels: list[str] | None,
                   figures: list[str] | None, formats: list[str]) -> list[str]:
-    """The 2D files side by side; ``figures`` (``--annotate``: a line of key figures per file)
-    go under the panel titles."""
+    """The 2D files side by side, each ``--metric`` of a file beside the others, on one colour scale.
+
+    A panel's title is its file's label (``--labels``, else its model and
+    checkpoint), the metric when several are drawn, and the test error at θ*
+    when the file has a test accuracy; ``figures`` (``--annotate``: a line of
+    key figures per file) go under it.
+    """
     if config.proj_file:
         raise LandscapeError("--proj_file draws a path on one surface; leave out --compare")
+    metrics = config.metrics
+    named = labels or (None if len(loaded) == 1 and len(metrics) > 1 else
+                       _distinct_labels([legend_label(s, path) for path, s in loaded], loaded))
+    panels, variances, panel_metrics = [], [], []
+    for index, (path, surface) in enumerate(loaded):
+        error = test_error_text(surface) if len(metrics) == 1 else None
+        extra = figures[index] if figures is not None else None
+        for metric in metrics:
+            words = [named[index] if named else None, panel_name(metric) if len(metrics) > 1 else None]
+            heading = ", ".join(w for w in words if w)
+            panels.append((surface, "\n".join(t for t in (heading, error, extra) if t)))
+            variances.append(explained_variance(path, surface, config.dir_file))
+            panel_metrics.append(metric)
     surfaces = [s for _, s in loaded]
-    labels = labels or _distinct_labels([legend_label(s, path) for path, s in loaded], loaded)
-    variances = [explained_variance(path, s, config.dir_file) for path, s in loaded]
-    titles = labels if figures is None else [f"{label}\n{line}" for label, line in zip(labels, figures)]
-    fig = figure_compare(list(zip(surfaces, titles)), config.metric, resolve_scale(config, surfaces),
-                         variances, title=config.title)
-    metadata = _joint_metadata(config.title or ", ".join(labels), loaded)
-    return save(fig, f"{_prefix(config, 0, 1)}_{config.metric}_2dcompare{'_log' if config.log else ''}",
+    fig = figure_compare(panels, panel_metrics, resolve_scale(config, surfaces), variances,
+                         title=config.title, cols=config.cols if config.cols else
+                         (len(metrics) if len(metrics) > 1 else None),
+                         label=quantity_label(metrics, surfaces[0]))
+    metadata = _joint_metadata(config.title or ", ".join(named or metrics), loaded)
+    name = "_".join(metrics)
+    return save(fig, f"{_prefix(config, 0, 1)}_{name}_2dcompare{'_log' if config.log else ''}",
                 formats, config.dpi, metadata)
 
 
@@ -395,11 +473,22 @@ def _loss_range(config: PlotConfig) -> tuple[float | None, float | None]:
 def save(fig: Figure, stem: str, formats: list[str], dpi: int,
          metadata: dict[str, str] | None = None) -> list[str]:
     """Write ``fig`` as ``stem.<format>`` for each format, ``metadata`` (Title, Subject) inside
-    each file; returns the paths."""
+    each file; returns the paths.
+
+    Each file is written under a temporary name in its folder and renamed over
+    the old one, so a viewer that reloads it (``--watch``) never reads a part.
+    """
     require_folder(stem, f"cannot write {stem}.*")
     paths = [f"{stem}.{fmt}" for fmt in formats]
     for fmt, path in zip(formats, paths):
-        fig.savefig(path, dpi=dpi, metadata=_metadata_for(fmt, metadata or {}))
+        folder, name = os.path.split(path)
+        temporary = os.path.join(folder, f".{name}.{os.getpid()}.part")
+        try:
+            fig.savefig(temporary, format=fmt, dpi=dpi, metadata=_metadata_for(fmt, metadata or {}))
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
     return paths
 
 
@@ -420,9 +509,9 @@ def _prefix(config: PlotConfig, index: int, count: int) -> str:
     return f"{config.out}_{os.path.basename(default_prefix(path))}"
 
 
-def _data_range(metric: str, surfaces: list[Surface], positive: bool) -> tuple[float, float]:
-    """The finished, finite (and, for a log scale, positive) values' range over all surfaces."""
-    values = np.concatenate([metric_values(s, metric).ravel() for s in surfaces])
+def _data_range(metrics: list[str], surfaces: list[Surface], positive: bool) -> tuple[float, float]:
+    """The finished, finite (and, for a log scale, positive) values' range over all surfaces and metrics."""
+    values = np.concatenate([metric_values(s, m).ravel() for s in surfaces for m in metrics])
     values = values[np.isfinite(values) & ((values > 0) if positive else True)]
     if not len(values):
         return (1.0, 10.0) if positive else (0.0, 1.0)

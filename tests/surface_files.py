@@ -66,3 +66,34 @@ def write_projection(path, x, y, epochs=None, drops=None):
         if drops is not None:
             f["lr_drop_epochs"] = drops
     return str(path)
+
+
+def basin(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A trained network's loss: 0.02 at the minimum, rising over two decades to the grid's corners."""
+    xx, yy = np.meshgrid(x, y)
+    return 0.02 + 4 * (xx ** 2 + 2 * yy ** 2) + 0.3 * xx
+
+
+def curvature_metrics(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Hessian maps as a curvature run leaves them: λmax from about 1 in the basin to 190 at the
+    corners, λmin of either sign near zero in the centre (down to −6), their ratio, and the loss."""
+    xx, yy = np.meshgrid(x, y)
+    r2 = (xx ** 2 + yy ** 2) / 2
+    max_eig = 1 + 189 * r2 ** 1.5
+    min_eig = -0.011 + 0.2 * xx - 6 * r2 ** 2
+    return {"train_loss": basin(x, y), "max_eig": max_eig, "min_eig": min_eig,
+            "eig_ratio": np.abs(min_eig) / max_eig}
+
+
+def write_spectrum_file(path) -> str:
+    """A Hessian spectrum file as the hessian command writes it (one SLQ run), with a known density."""
+    from mpi_landscape.store import Spectrum, write_spectrum
+
+    grid = np.linspace(-2, 60, 400)
+    density = np.exp(-0.5 * (grid / 0.4) ** 2) + 1e-3 * np.exp(-0.5 * ((grid - 45) / 2) ** 2)
+    spectrum = Spectrum(top_eigenvalues=np.array([47.81234, 30.1]), min_eigenvalue=-1.23456789,
+                        trace=812.345, trace_error=12.3, slq_nodes=np.zeros((1, 40)),
+                        slq_weights=np.zeros((1, 40)), density_grid=grid, density=density / density.sum(),
+                        attrs={"model": "demo_mlp", "split": "train"})
+    write_spectrum(str(path), spectrum)
+    return str(path)

@@ -4,6 +4,8 @@ saved with the command line's own figure and file code."""
 
 from __future__ import annotations
 
+import os
+
 import re
 
 import h5py
@@ -146,10 +148,17 @@ def test_saved_surface_is_read_by_h5py_plot_and_vtk(reference, tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_unsaved_surface_plots_into_a_temporary_folder(trained, spirals):
+def test_unsaved_surface_plots_into_the_current_folder(trained, spirals, tmp_path, monkeypatch):
+    """The README's order, plot() before save(): the figures land where the user works (not in the
+    temporary folder the surface file is put in for the plot command to read)."""
+    monkeypatch.chdir(tmp_path)
     surface = compute_surface(trained, spirals, **GRID, progress=False)
     figures = surface.plot("--format", "png", "--kinds", "contour")
-    assert len(figures) == 1 and figures[0].endswith(".png") and surface.path is not None
+    assert figures == [str(tmp_path / "surface_train_loss_2dcontour.png")] and os.path.isfile(figures[0])
+    assert surface.plot("--format", "png", "--kinds", "heat") == [str(tmp_path / "surface_train_loss_2dheat.png")]
+    assert surface.save("net.h5") == "net.h5" and os.path.isfile(tmp_path / "net.h5")
+    elsewhere = surface.plot("--format", "png", "--kinds", "heat", "--out", str(tmp_path / "fig"))
+    assert elsewhere == [str(tmp_path / "fig_train_loss_2dheat.png")]
 
 
 def test_library_page_documents_every_parameter_and_field():

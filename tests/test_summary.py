@@ -16,7 +16,7 @@ from conftest import run_module
 from surface_files import write_reference_surface, write_surface
 from mpi_landscape import summary
 from mpi_landscape.summary import BEYOND, INSIDE, UNKNOWN
-from mpi_landscape.summary.report import COLUMNS, SET_COLUMNS, summarize
+from mpi_landscape.summary.report import COLUMNS, SET_COLUMNS, in_units, summarize
 from mpi_landscape.store import read_surface
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +210,7 @@ def test_command_prints_and_writes_every_documented_column_with_units(tmp_path):
                         "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv"))
     assert result.returncode == 0, result.stderr
     header = result.stdout.splitlines()[0]
-    for column in COLUMNS:
+    for column in in_units(COLUMNS, "train_loss"):
         name = column.name.replace("<split>", "train")
         assert (f"{name} [{column.unit}]" if column.unit else name) in header
     rows = list(csv.DictReader(open(tmp_path / "s.csv", encoding="utf-8")))
@@ -229,7 +229,7 @@ def test_command_prints_and_writes_every_documented_column_with_units(tmp_path):
 
 def test_docs_page_lists_every_column_and_its_unit():
     page = (ROOT / "docs" / "summary.md").read_text(encoding="utf-8")
-    for column in (*COLUMNS, *SET_COLUMNS):
+    for column in in_units((*COLUMNS, *SET_COLUMNS), "train_loss"):  # the default metric's units
         assert re.search(rf"^\| `{re.escape(column.name)}` \| {re.escape(column.unit or '–')} \|", page, re.M), \
             column.name
 
@@ -284,7 +284,7 @@ def test_a_grid_too_small_for_second_differences_is_refused(tmp_path):
 
 def test_compare_panels_carry_the_key_figures(tmp_path, capsys, monkeypatch):
     from mpi_landscape import plot
-    from mpi_landscape.views.plot_data import key_figures, short_name
+    from mpi_landscape.views.plot_data import key_figures, short_name, test_error_text
     from mpi_landscape.views.plot_figures import figure_compare
 
     x, y = grid(41, 41)
@@ -304,8 +304,9 @@ def test_compare_panels_carry_the_key_figures(tmp_path, capsys, monkeypatch):
         return [ax.get_title() for ax in drawn[-1].axes[:2]]
 
     name = short_name(read_surface(sharp), sharp)  # the same checkpoint: told apart by file
-    assert titles() == [f"{name} [sharp.h5]\n{texts[0]}", f"{name} [flat.h5]\n{texts[1]}"]
-    assert titles("--labels", "sharp,flat") == [f"sharp\n{texts[0]}", f"flat\n{texts[1]}"]
+    errors = [test_error_text(read_surface(p)) for p in (sharp, flat)]  # the paper's subtitle, then the figures
+    assert titles() == [f"{name} [sharp.h5]\n{errors[0]}\n{texts[0]}", f"{name} [flat.h5]\n{errors[1]}\n{texts[1]}"]
+    assert titles("--labels", "sharp,flat") == [f"sharp\n{errors[0]}\n{texts[0]}", f"flat\n{errors[1]}\n{texts[1]}"]
     with pytest.raises(SystemExit) as stopped:
         plot.main([sharp, "--annotate"])
     assert stopped.value.code == 2 and "add --compare" in capsys.readouterr().err
@@ -364,3 +365,17 @@ def test_worked_comparison_script_runs_shrunk(tmp_path):
         assert found["files"] == 2 and len(found["mean"]) == 5
         assert (out / f"lines_bs{bs}_train_loss_1d_band.png").stat().st_size > 0
     assert (out / "comparison_train_loss_2dcompare.png").stat().st_size > 0
+
+
+def test_columns_in_the_metrics_units_name_them(tmp_path, capsys):
+    from mpi_landscape.summary.command import main
+
+    x, y = grid(21, 21)
+    loss = quadratic(x, y, 4.0, 1.0) + 6.2
+    path = write_surface(tmp_path / "lm.h5", x, y, metrics={"train_loss": loss, "train_perplexity": np.exp(loss)})
+    assert main([path, "--metric", "train_perplexity", "--columns", "min_loss,level,curv_xx,eig_max"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header == ["min_loss", "[perplexity]", "level", "[perplexity]", "curv_xx", "[perplexity/unit²]",
+                      "eig_max", "[perplexity/unit²]"]
+    assert main([path, "--columns", "min_loss"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split() == ["min_loss", "[loss]"]

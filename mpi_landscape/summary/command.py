@@ -23,7 +23,7 @@ from ..cli import add_flag, config_from, exit_on_user_error, new_parser
 from ..errors import LandscapeError, require_folder
 from ..store import read_surface
 from . import DEFAULT_LEVEL
-from .report import SET_COLUMNS, Column, columns_for, splits_of, summarize, summarize_sets
+from .report import SET_COLUMNS, Column, columns_for, in_units, splits_of, summarize, summarize_sets
 from .tables import csv_text, json_text, markdown_table, present, text_table
 
 
@@ -91,8 +91,8 @@ def run(config: SummaryConfig) -> str:
         splits += [s for s in splits_of(surface) if s not in splits]
     rows = [row for _, _, row in items]
     sets = summarize_sets(items, config.metric)
-    columns = present(columns_for(splits), rows)
-    set_columns = present(list(SET_COLUMNS), sets)
+    columns = present(columns_for(splits, config.metric), rows)
+    set_columns = present(in_units(SET_COLUMNS, config.metric), sets)
     if config.json:
         _write(config.json, json_text(columns, rows, sets, set_columns))
     if config.csv:

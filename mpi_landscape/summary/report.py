@@ -9,6 +9,7 @@ reference's files (no ``done`` mask, -1 where unfinished) read like ours.
 from __future__ import annotations
 
 import os
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ class Column:
     extent: bool = False  # an Extent: CSV and JSON give its status beside the value
 
 
+METRIC_UNIT = "<metric>"  # in a unit: the unit of the metric summarized (loss, %, perplexity, ...)
 COLUMNS = (
     Column("file", "", "the surface file's name"),
     Column("kind", "", "2d, 1d (random direction) or interpolation (α = 0 and α = 1 are two models)"),
@@ -40,22 +42,22 @@ COLUMNS = (
                                  "left out of every figure"),
     Column("centre_<split>_loss", "loss", "the loss at the centre (α, β) = (0, 0), i.e. θ*"),
     Column("centre_<split>_acc", "%", "the accuracy at the centre"),
-    Column("min_loss", "loss", "the lowest finished value of the metric on the grid"),
+    Column("min_loss", METRIC_UNIT, "the lowest finished value of the metric on the grid"),
     Column("min_x", "α", "where it is: x coordinate"),
     Column("min_y", "β", "where it is: y coordinate (2D)"),
     Column("min_offset", "α,β", "distance from the centre to that minimum (0: the centre is the minimum)"),
-    Column("level", "loss", "ε of --level: the basin is where the metric ≤ centre + ε"),
+    Column("level", METRIC_UNIT, "ε of --level: the basin is where the metric ≤ centre + ε"),
     Column("radius_x", "α", "basin radius along x: mean of the distances to the first crossing of "
                             "centre + ε towards −x and +x", extent=True),
     Column("radius_y", "β", "basin radius along y, the same (2D)", extent=True),
     Column("radius_mean", "α,β", "basin radius averaged over 72 directions in the plane (2D)", extent=True),
     Column("basin_area", "fraction", "share of the grid's points in the connected region around the "
                                      "centre where the metric ≤ centre + ε", extent=True),
-    Column("curv_xx", "loss/unit²", "second difference ∂²f/∂α² at the centre"),
-    Column("curv_yy", "loss/unit²", "second difference ∂²f/∂β² at the centre (2D)"),
-    Column("curv_xy", "loss/unit²", "mixed difference ∂²f/∂α∂β at the centre (2D)"),
-    Column("eig_max", "loss/unit²", "largest eigenvalue of the 2×2 matrix of those differences (2D)"),
-    Column("eig_min", "loss/unit²", "smallest eigenvalue of it (2D)"),
+    Column("curv_xx", f"{METRIC_UNIT}/unit²", "second difference ∂²f/∂α² at the centre"),
+    Column("curv_yy", f"{METRIC_UNIT}/unit²", "second difference ∂²f/∂β² at the centre (2D)"),
+    Column("curv_xy", f"{METRIC_UNIT}/unit²", "mixed difference ∂²f/∂α∂β at the centre (2D)"),
+    Column("eig_max", f"{METRIC_UNIT}/unit²", "largest eigenvalue of the 2×2 matrix of those differences (2D)"),
+    Column("eig_min", f"{METRIC_UNIT}/unit²", "smallest eigenvalue of it (2D)"),
     Column("hessian_max_eig", "loss/weight²", "the full Hessian's λmax at the centre, where the file "
                                               "has the max_eig metric"),
     Column("hessian_min_eig", "loss/weight²", "the full Hessian's λmin at the centre (min_eig metric)"),
@@ -63,7 +65,7 @@ COLUMNS = (
                                        "positive semi-definite"),
     Column("convex_grid", "fraction", "the same share over the whole grid"),
     Column("local_minima", "points", "interior points strictly below all their neighbours"),
-    Column("barrier", "loss", "interpolation: highest value on 0 ≤ α ≤ 1 minus the higher end"),
+    Column("barrier", METRIC_UNIT, "interpolation: highest value on 0 ≤ α ≤ 1 minus the higher end"),
     Column("barrier_at", "α", "interpolation: where that highest value is"),
     Column("gap_loss_start", "loss", "interpolation: test − train loss at α = 0"),
     Column("gap_loss_end", "loss", "interpolation: test − train loss at α = 1"),
@@ -79,7 +81,7 @@ SET_COLUMNS = (
     Column("radius_min", "α", "smallest radius"),
     Column("radius_max", "α", "largest radius"),
     Column("radius_beyond", "files", "radii that reach beyond the grid (lower bounds)"),
-    Column("max_std", "loss", "largest standard deviation of the curves at one α"),
+    Column("max_std", METRIC_UNIT, "largest standard deviation of the curves at one α"),
 )
 
 
@@ -89,15 +91,29 @@ def splits_of(surface: Surface) -> list[str]:
     return sorted(names, key=lambda s: (s != "train", s))
 
 
-def columns_for(splits: list[str]) -> list[Column]:
-    """``COLUMNS`` with each ``<split>`` column repeated per split."""
+def columns_for(splits: list[str], metric: str = "train_loss") -> list[Column]:
+    """``COLUMNS`` with each ``<split>`` column repeated per split, in ``metric``'s units."""
     out = []
-    for column in COLUMNS:
+    for column in in_units(COLUMNS, metric):
         if "<split>" in column.name:
             out += [Column(column.name.replace("<split>", s), column.unit, column.meaning) for s in splits]
         else:
             out.append(column)
     return out
+
+
+def in_units(columns, metric: str) -> list[Column]:
+    """``columns`` with the metric's unit written in: ``[perplexity]`` for ``--metric train_perplexity``."""
+    unit = metric_unit(metric)
+    return [dataclasses.replace(c, unit=c.unit.replace(METRIC_UNIT, unit)) for c in columns]
+
+
+def metric_unit(metric: str) -> str:
+    """What a metric is measured in: ``loss``, ``%`` (accuracies), ``perplexity``, else its own name."""
+    split, _, kind = metric.rpartition("_")
+    if not split:
+        return metric
+    return {"loss": "loss", "acc": "%", "perplexity": "perplexity"}.get(kind, metric)
 
 
 def heights(surface: Surface, metric: str) -> tuple[np.ndarray, int]:

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import LandscapeError
 from ..grid import refinement_levels
 from ..store import Surface, read_directions
-from ..summary import DEFAULT_LEVEL
+from ..summary import DEFAULT_LEVEL, centre_index
 from ..summary.report import summarize
 
 LOSS_TEXT = {"crossentropy": "mean cross-entropy", "mse": "mean squared error"}
@@ -28,6 +28,7 @@ OTHER_METRICS = {
     "eig_ratio": "|smallest / largest| Hessian eigenvalue",
 }
 SIGNED_METRICS = ("min_eig",)  # values of either sign: colours diverge from 0
+POSITIVE_METRICS = ("max_eig", "eig_ratio")  # besides losses and perplexities: log scale when spanning decades
 SEQUENTIAL_MAP, DIVERGING_MAP = "viridis", "RdBu_r"
 
 
@@ -170,6 +171,33 @@ def metric_label(metric: str, surface: Surface | None = None) -> str:
         return f"accuracy ({split}, %)"
     if kind == "nonfinite" and split:
         return f"share of samples with non-finite outputs ({split})"
+    if kind == "perplexity" and split:
+        return f"perplexity ({split})"
+    return OTHER_METRICS.get(metric, metric)
+
+
+def quantity_label(metrics: list[str], surface: Surface | None = None) -> str:
+    """What several metrics drawn on one colour scale have in common, e.g. ``loss (mean cross-entropy)``
+    for train_loss and test_loss; a single metric's own label."""
+    if len(metrics) == 1:
+        return metric_label(metrics[0], surface)
+    kind = metric_kind(metrics[0])
+    if kind == "loss":
+        return f"loss ({loss_description(surface)})"
+    return {"acc": "accuracy (%)", "perplexity": "perplexity"}.get(kind, kind)
+
+
+def metric_kind(metric: str) -> str:
+    """What a metric measures without its split: ``loss`` for train_loss, ``max_eig`` for max_eig."""
+    split, _, kind = metric.rpartition("_")
+    return kind if split and kind in ("loss", "acc", "perplexity", "nonfinite") else metric
+
+
+def panel_name(metric: str) -> str:
+    """A metric as a panel's title: ``test loss``, ``train accuracy``, ``largest Hessian eigenvalue``."""
+    split, _, kind = metric.rpartition("_")
+    if split and kind in ("loss", "acc", "perplexity"):
+        return f"{split} {'accuracy' if kind == 'acc' else kind}"
     return OTHER_METRICS.get(metric, metric)
 
 
@@ -181,6 +209,12 @@ def colour_map(metric: str) -> tuple[str, float | None]:
 def is_loss(metric: str) -> bool:
     """Whether ``metric`` is a split's loss (positive, spanning decades near a minimum)."""
     return metric.endswith("_loss") or metric == "loss"
+
+
+def spans_decades(metric: str) -> bool:
+    """Whether ``metric`` is positive and may span decades (a loss, a perplexity, λmax, |λmin/λmax|),
+    so that a log scale shows its small values."""
+    return is_loss(metric) or metric.endswith("_perplexity") or metric in POSITIVE_METRICS
 
 
 def loss_description(surface: Surface | None) -> str:
@@ -208,6 +242,21 @@ def axis_label(axis: str, surface: Surface,
     if axis == "y" and config.get("model_file3"):
         return "β  (θ = θ₁ + β·(θ₃ − θ₁))"
     return "α  (θ* + α·δ)" if axis == "x" else "β  (θ* + β·η)"
+
+
+def interpolation_ends(surface: Surface) -> tuple[str, str] | None:
+    """The two checkpoints of an interpolation (``--model_file2``), named by as much of their paths as
+    tells them apart (``sgd_128/model_20.t7``, ``sgd_8192/model_20.t7``); None for other files."""
+    config = _config(surface)
+    first, second = config.get("model_file"), config.get("model_file2")
+    if not (first and second):
+        return None
+    parts = [os.path.normpath(str(p)).split(os.sep) for p in (first, second)]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if names[0] != names[1]:
+            return names[0], names[1]
+    return str(first), str(second)
 
 
 def done_text(fraction: float) -> str:
@@ -261,6 +310,15 @@ def key_figures(path: str, surface: Surface, metric: str) -> str:
              f"λmax {eigenvalue:.3g}" if eigenvalue is not None else "λmax –",
              f"convex {convex:.0%}" if convex is not None and np.isfinite(convex) else "convex –"]
     return " · ".join(parts)
+
+
+def test_error_text(surface: Surface) -> str | None:
+    """``test error 7.4%`` at θ* (the grid point nearest the origin), as the paper's panels say it;
+    None when the file has no finished test accuracy there."""
+    if "test_acc" not in surface.metrics:
+        return None
+    accuracy = metric_values(surface, "test_acc")[centre_index(surface.x, surface.y)]
+    return f"test error {100 - accuracy:.1f}%" if np.isfinite(accuracy) else None
 
 
 def figure_title(surface: Surface, path: str) -> str:
