@@ -32,7 +32,7 @@ QUIET_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", 
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                "--disable-default-apps", "--disable-extensions", "--no-default-browser-check",
                "--disable-domain-reliability", "--disable-client-side-phishing-detection",
-               "--metrics-recording-only", "--window-size=1400,1000")
+               "--metrics-recording-only", "--enable-unsafe-swiftshader", "--window-size=1400,1000")
 SCREENSHOTS_ENV = "MPI_LANDSCAPE_VIEW_SCREENSHOTS"
 
 

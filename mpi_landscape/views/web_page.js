@@ -219,15 +219,17 @@
   }
 
   function draw() {
+    if (!DATA.panels.length) { showProgress(); drawn(); return; }  // a live page waiting for its file
     const metric = state.metric, log = isLog(metric), c = colours(metric, log);
     const panels = shownPanels(), work = [];
     panels.forEach((panel, i) => {
       const last = i === panels.length - 1;
       $(`name-${i}`).textContent = panel.name + (panel.progress ? ` (${panel.progress})` : "");
       const surfaceDiv = $(`surface-${i}`), contourDiv = $(`contour-${i}`), missing = $(`missing-${i}`);
-      const has = metric in panel.metrics;
+      const known = metric in panel.metrics;
+      const has = known && panel.metrics[metric].values.some((row) => row.some((v) => v !== null));
       missing.hidden = has;
-      missing.textContent = has ? "" : `${panel.file} has no ${metric}`;
+      missing.textContent = has ? "" : known ? `no finished point of ${metric} yet` : `${panel.file} has no ${metric}`;
       surfaceDiv.hidden = !has || state.view === "contour";
       contourDiv.hidden = !has || state.view === "surface";
       if (has && !surfaceDiv.hidden) {
@@ -240,7 +242,12 @@
       side(panel, i, metric);
     });
     showProgress();
-    Promise.all(work).then(() => { draws += 1; document.body.dataset.draws = String(draws); });
+    Promise.all(work).then(drawn);
+  }
+
+  function drawn() {  // counted in body[data-draws], so that a test can wait for a redraw
+    draws += 1;
+    document.body.dataset.draws = String(draws);
   }
 
   function showProgress() {
@@ -302,6 +309,7 @@
   }
 
   function syncSplit() {
+    if (!state.metric) return;  // nothing to show yet
     const [split, kind] = splitOf(state.metric);
     for (const input of document.querySelectorAll('input[name="split"]')) {
       input.checked = input.value === split;
