@@ -41,6 +41,7 @@ from .summary import curve_set
 from .views.plot_data import (colour_map, default_prefix, explained_variance, figure_metadata,
                               figure_title, is_loss, key_figures, legend_label, metric_values,
                               preview, short_name)
+from .views.plot_animation import write_animation
 from .views.plot_figures import (KINDS, Scale, column_style, figure_1d, figure_2d, figure_band,
                                  figure_compare, figure_trajectory)
 
@@ -70,6 +71,7 @@ class PlotConfig:
     annotate: bool = False
     band: bool = False
     watch: float = 0.0
+    animate: bool = False
     title: str | None = None
     labels: str | None = None
     loss_max: float | None = None
@@ -164,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "deviation instead of one curve per file")
     add_flag(p, "--watch", type=float, metavar="SECONDS",
              help="redraw every SECONDS until every file is complete (0: draw once)")
+    add_flag(p, "--animate", action="store_true",
+             help="the 2D files as the frames of one animation, --out PATH.gif (or .mp4 with ffmpeg), "
+                  "on one colour scale and camera; None --out: <first file>_<metric>_evolution.gif")
     return p
 
 
@@ -214,6 +219,10 @@ def draw(config: PlotConfig) -> tuple[list[str], float]:
     fraction = min(s.fraction_done for _, s in read)
     loaded = [(path, preview(s)) for path, s in read]
     labels = config.label_list
+    if config.animate:  # the files as frames of one animation (views/plot_animation.py)
+        frames = list(zip([s for _, s in loaded], labels or [legend_label(s, p) for p, s in loaded]))
+        out = config.out or f"{default_prefix(config.surf_files[0])}_{config.metric}_evolution.gif"
+        return [write_animation(frames, config.metric, resolve_scale(config, [s for s, _ in frames]), out)], fraction
     if config.band and loaded[0][1].y is not None:
         raise LandscapeError("--band draws 1D files of several random directions; these are 2D")
     if len({s.y is None for _, s in loaded}) > 1:
