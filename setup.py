@@ -35,7 +35,7 @@ setup(
         # The MPICH wheel gives a working mpirun on a single machine; clusters build
         # mpi4py against the site's MPI instead.
         "mpich": ["mpich"],
-        "test": ["pytest>=7", "mpich", "selenium>=4.11"],
+        "test": ["pytest>=7", "mpich", "selenium>=4.11", "ipython>=8"],
         # Hugging Face models (language-model landscapes, the language-model tests)
         "transformers": ["transformers>=4.40"],
     },

@@ -190,3 +190,38 @@ def test_bad_input_is_one_error_line(tmp_path, capsys, problem, expected):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_library_view_returns_the_page_and_shows_it_inline_in_ipython(browser, tmp_path):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from conftest import train_demo_net
+    from mpi_landscape import compute_surface
+    from mpi_landscape.data import demo_split
+
+    data = demo_split("train", n=200)
+    surface = compute_surface(train_demo_net(steps=20), (data.inputs, data.targets), x="-1:1:5", y="-1:1:5",
+                              progress=False)
+    page = surface.view("--out", str(tmp_path / "plain.html"))  # outside IPython: the path, nothing shown
+    assert page == str(tmp_path / "plain.html") and os.path.isfile(page)
+    InteractiveShell.instance()
+    try:
+        with capture_output() as shown:
+            inline = surface.view("--out", str(tmp_path / "inline.html"))
+    finally:
+        InteractiveShell.clear_instance()
+    assert inline == str(tmp_path / "inline.html")
+    (output,) = shown.outputs
+    cell = output.data["text/html"]
+    assert cell.startswith("<div><iframe srcdoc=")
+    (tmp_path / "cell.html").write_text(cell)  # the notebook's output cell, opened as the browser would
+    browser.get(f"file://{tmp_path / 'cell.html'}")
+    browser.switch_to.frame(browser.find_element(By.TAG_NAME, "iframe"))
+    try:
+        wait_for_draws(browser, 1)
+        assert value_in(hover(browser, "contour-0", 0.0, 0.0), "train_loss") == pytest.approx(
+            surface.metrics["train_loss"][2, 2], rel=1e-5)
+    finally:
+        browser.switch_to.default_content()
+    assert javascript_errors(browser) == []
