@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -136,7 +137,7 @@ def page_items(config: ViewConfig, surfaces: dict[str, Surface]) -> list[PageIte
 
 
 def serve_live(config: ViewConfig) -> int:
-    """Serve the live page; Ctrl-C stops the server and returns 130, as ``plot --watch`` does."""
+    """Serve the live page; Ctrl-C (or SIGTERM) stops the server and returns 130, as ``plot --watch`` does."""
     if config.proj_file and not os.path.isfile(config.proj_file):
         raise LandscapeError(f"projection file {config.proj_file} does not exist")
     files = LiveFiles(list(config.surf_files), lambda surfaces: page_items(config, surfaces), config.mode,
@@ -145,12 +146,19 @@ def serve_live(config: ViewConfig) -> int:
     def ready(url: str) -> None:
         print(f"serving {url} (Ctrl-C to stop)", flush=True)
 
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # kill and schedulers stop it as Ctrl-C does
     try:
         serve(files, config.host, config.port, ready)
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr, flush=True)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

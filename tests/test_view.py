@@ -88,6 +88,9 @@ def test_page_of_a_real_run_is_offline_draws_the_basin_and_shows_the_files_value
     open_page(browser, url)
     assert javascript_errors(browser) == []
     assert [u for u in requested_urls(browser) if u != url and not u.startswith("data:")] == []
+    buttons = browser.execute_script("return [...document.querySelectorAll('.modebar-btn')]"
+                                     ".map(b => b.getAttribute('data-title'))")
+    assert "Download plot as a PNG" in buttons and not [b for b in buttons if "Share" in b or "Cloud" in b]
     with h5py.File(real_surface, "r") as f:  # the file's own values, read plainly
         x, y = f["xcoordinates"][()], f["ycoordinates"][()]
         centre = (int(np.argmin(abs(y))), int(np.argmin(abs(x))))

@@ -27,7 +27,8 @@ LOOPBACK_HEX = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
 def start_server(*args: str, cwd) -> tuple[subprocess.Popen, str]:
     """``python -m mpi_landscape.view --serve args --port 0``; the process and the URL it printed."""
     server = subprocess.Popen(module_command("mpi_landscape.view", "--serve", *args, "--port", "0"), cwd=cwd,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # SIGABRT: its stacks
     line = server.stdout.readline()
     found = re.search(r"serving (http://\S+)", line)
     assert found, line + server.stderr.read()
@@ -75,15 +76,16 @@ def test_live_page_follows_a_running_job_to_100_percent_and_listens_on_localhost
                 socket.create_connection((address, port), timeout=5).close()
         with chromium() as browser:
             open_page(browser, url)
-            seen = []
+            seen, shot = [], False
             deadline = time.time() + 180
             while time.time() < deadline:
                 fraction = browser.find_element(By.ID, "progress").get_attribute("data-fraction")
                 if fraction is not None:
                     if not seen or float(fraction) != seen[-1]:
                         seen.append(float(fraction))
-                        if 0.3 < seen[-1] < 1 and len(seen) == 2:
+                        if 0.3 < seen[-1] < 0.9 and not shot:
                             screenshot(browser, "live")
+                            shot = True
                     if seen[-1] >= 1:
                         break
                 time.sleep(0.3)
@@ -94,7 +96,12 @@ def test_live_page_follows_a_running_job_to_100_percent_and_listens_on_localhost
         assert text.startswith("100% done (81/81 points)"), text
         assert job.wait(timeout=60) == 0, job.stderr.read()
         server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=20) == 130
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.send_signal(signal.SIGABRT)
+            pytest.fail("the server did not stop on Ctrl-C; where it was:\n" + server.communicate()[1])
+        assert server.returncode == 130
         stderr = server.stderr.read()
         assert "Traceback" not in stderr and "stopped" in stderr
         with pytest.raises(ConnectionRefusedError):

@@ -4,7 +4,9 @@
 (function () {
   let DATA = JSON.parse(document.getElementById("landscape-data").textContent);
   const state = {metric: null, height: "auto", view: null, frame: 0};
-  const CONFIG = {responsive: true, displaylogo: false};
+  // nothing on the page may send the data anywhere: no "Share chart" (an upload) button
+  const CONFIG = {responsive: true, displaylogo: false, showSendToCloud: false, showEditInChartStudio: false,
+                  modeBarButtonsToRemove: ["sendChartToCloud", "sendDataToCloud"]};
   const GAP_COLOURS = [[0, "#ffffff"], [1, "#a8a8a8"]];  // not computed yet: white; diverged: grey
   const $ = (id) => document.getElementById(id);
   let draws = 0;
@@ -252,6 +254,7 @@
 
   function showProgress() {
     const box = $("progress"), live = DATA.live;
+    $("title").textContent = document.title = DATA.title;  // a live page learns it with its file
     if (live) {
       const pct = Math.floor(100 * live.fraction);
       const parts = [`${pct}% done (${live.points_done}/${live.points_total} points)`];

@@ -6,7 +6,8 @@ file is shown at its finest complete coarse-to-fine lattice), re-reading only
 when a file changed, and tells the done share, the points per second and the
 ETA it observes between reads. ``serve`` answers ``/`` (the page) and
 ``/data.json`` (what the page polls) with Python's own HTTP server, bound to
-127.0.0.1 unless asked otherwise, until Ctrl-C.
+127.0.0.1 unless asked otherwise, until Ctrl-C; a stop waits for a read in
+progress to end, so no thread is left inside HDF5 as the process exits.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..store import read_surface
 from .web_page import PageItem, page_data, render_page
 
 RATE_WINDOW_SECONDS = 60.0  # points/s over the reads of the last minute
+CLOSE_TIMEOUT_SECONDS = 30.0  # the longest a stop waits for a read of the files to end
 
 
 class LiveFiles:
@@ -46,6 +48,10 @@ class LiveFiles:
                 self._data = self._read()
                 self._stamp = stamp
             return self._data
+
+    def close(self) -> None:
+        """Wait for a read in progress and let no other start (request threads may still be running)."""
+        self._lock.acquire(timeout=CLOSE_TIMEOUT_SECONDS)
 
     def _read(self) -> dict:
         missing = [p for p in self.paths if not os.path.isfile(p)]
@@ -115,13 +121,14 @@ def serve(files: LiveFiles, host: str, port: int, ready: Callable[[str], None]) 
     except OSError as exc:
         raise LandscapeError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): "
                              f"choose another --port") from None
-    server.daemon_threads = True
+    server.daemon_threads = True  # a browser's idle connection must not hold up a stop
     try:
         bound_host, bound_port = server.server_address[:2]
         ready(f"http://{_url_host(bound_host)}:{bound_port}/")
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
+        files.close()
 
 
 def _stamp(path: str) -> tuple | None:
