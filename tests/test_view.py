@@ -17,6 +17,7 @@ import re
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
@@ -100,6 +101,9 @@ def test_page_of_a_real_run_is_offline_draws_the_basin_and_shows_the_files_value
     bottom, rim = pixel(browser, "contour-0", 0.0, 0.0), pixel(browser, "contour-0", -0.95, -0.95)
     assert np.abs(bottom - VIRIDIS_LOW).max() < 60, bottom  # the basin's dark purple at the centre
     assert rim[1] > bottom[1] + 80, (bottom, rim)  # towards the rim: green to yellow
+    scene = np.asarray(Image.open(io.BytesIO(browser.find_element(By.ID, "surface-0").screenshot_as_png))
+                       .convert("RGB"), dtype=int)
+    assert (np.abs(scene - VIRIDIS_LOW).max(axis=2) < 40).sum() > 50  # the 3D scene (WebGL) has its basin too
     text = hover(browser, "contour-0", 0.0, 0.0)
     assert "α = 0" in text and "β = 0" in text
     assert value_in(text, "train_loss") == pytest.approx(train_loss, rel=1e-5)
@@ -163,6 +167,11 @@ def test_compare_panels_share_one_colour_scale(browser, tmp_path):
     assert ranges[0][:2] == ranges[1][:2]
     assert ranges[0][:2] == pytest.approx(np.log10([bowl(x, y).min(), 2 + bowl(x, y).max()]))  # a log height
     assert [r[2] for r in ranges] == [False, True]  # one colour bar for both
+    before = draws(browser)
+    browser.find_element(By.CSS_SELECTOR, 'input[name="height"][value="linear"]').click()
+    wait_for_draws(browser, before + 1)
+    linear = browser.execute_script("const t = document.getElementById('contour-1').data[0]; return [t.zmin, t.zmax]")
+    assert linear == pytest.approx([bowl(x, y).min(), 2 + bowl(x, y).max()])
     assert "SGD" in browser.find_element(By.ID, "name-0").text
     assert javascript_errors(browser) == []
 
