@@ -237,3 +237,27 @@ def test_library_view_returns_the_page_and_shows_it_inline_in_ipython(browser, t
     finally:
         browser.switch_to.default_content()
     assert javascript_errors(browser) == []
+
+
+def test_partial_file_is_its_finest_complete_lattice_with_gaps_named(tmp_path):
+    from mpi_landscape.grid import refinement_levels
+    from mpi_landscape.store import read_surface
+    from mpi_landscape.views.web_page import PageItem, page_data
+
+    x = y = np.linspace(-1, 1, 9)
+    level = refinement_levels(9)
+    done = (level[None, :] <= 2) & (level[:, None] <= 2)  # the 5×5 lattice ...
+    done[0, 1] = True  # ... and one point of the next level
+    path = write_surface(tmp_path / "partial.h5", x, y, done=done)
+    data = page_data([PageItem(path, read_surface(path))])
+    (panel,) = data["panels"]
+    assert panel["x"] == pytest.approx(np.linspace(-1, 1, 5)) and panel["grid"] == [9, 9]
+    assert panel["fraction_done"] == pytest.approx(26 / 81) and panel["progress"] == "32% done, shown at 5×5"
+    assert all(v is not None for row in panel["metrics"]["train_loss"]["values"] for v in row)
+    curvature = curvature_surface(tmp_path / "curv.h5")
+    data = page_data([PageItem(curvature, read_surface(curvature))])
+    train_loss = data["panels"][0]["metrics"]["train_loss"]
+    assert train_loss["values"][0][0] is None and train_loss["diverged"] == [0]
+    assert data["panels"][0]["metrics"]["train_acc"]["diverged"] == [0]  # a diverged point has no accuracy
+    assert data["panels"][0]["metrics"]["test_loss"]["diverged"] == []  # the test split did not diverge
+    assert data["scales"]["min_eig"]["signed"] and not data["scales"]["train_acc"]["log"]

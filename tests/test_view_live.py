@@ -113,3 +113,29 @@ def test_live_page_follows_a_running_job_to_100_percent_and_listens_on_localhost
         if server is not None and server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_live_data_tells_rate_and_eta_from_the_files_changes_and_waits_for_a_missing_file(tmp_path):
+    import numpy as np
+
+    from mpi_landscape.views.web_page import PageItem
+    from mpi_landscape.views.web_serve import LiveFiles
+    from surface_files import write_surface
+
+    path = str(tmp_path / "s.h5")
+    files = LiveFiles([path], lambda surfaces: [PageItem(p, s) for p, s in surfaces.items()], "single", None, 1.0)
+    waiting = files.snapshot()
+    assert waiting["panels"] == [] and waiting["live"]["error"] == f"waiting for {path} to appear"
+    x = y = np.linspace(-1, 1, 5)
+    done = np.zeros((5, 5), dtype=bool)
+    for count, fraction in ((5, 0.2), (15, 0.6), (25, 1.0)):
+        done.ravel()[:count] = True
+        write_surface(path + ".new", x, y, done=done)
+        os.replace(path + ".new", path)  # as the job's writer replaces it
+        time.sleep(0.05)
+        live = files.snapshot()["live"]
+        assert live["points_done"] == count and live["fraction"] == fraction
+        if count == 15:
+            assert live["points_per_second"] > 0 and live["eta_seconds"] == (25 - 15) / live["points_per_second"]
+    assert live["complete"] and live["eta_seconds"] is None
+    assert files.snapshot() is files.snapshot()  # an unchanged file is not read again
