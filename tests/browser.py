@@ -56,6 +56,7 @@ def chromium():
 
 def open_page(driver, url: str) -> None:
     """Load ``url`` (the logs emptied first) and wait for the page's first drawing."""
+    driver.get("about:blank")  # a new load even where only the #fragment differs
     driver.get_log("browser"), driver.get_log("performance")
     driver.get(url)
     wait_for_draws(driver, 1)

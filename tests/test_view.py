@@ -88,7 +88,7 @@ def test_page_of_a_real_run_is_offline_draws_the_basin_and_shows_the_files_value
     url = f"file://{page}"
     open_page(browser, url)
     assert javascript_errors(browser) == []
-    assert [u for u in requested_urls(browser) if u != url and not u.startswith("data:")] == []
+    assert [u for u in requested_urls(browser) if u != url and not u.startswith(("data:", "about:"))] == []
     buttons = browser.execute_script("return [...document.querySelectorAll('.modebar-btn')]"
                                      ".map(b => b.getAttribute('data-title'))")
     assert "Download plot as a PNG" in buttons and not [b for b in buttons if "Share" in b or "Cloud" in b]
@@ -117,7 +117,7 @@ def test_curvature_metrics_trajectory_and_a_diverged_point(browser, tmp_path):
     surf = curvature_surface(tmp_path / "curv.h5")
     proj = write_projection(tmp_path / "proj.h5", np.linspace(0.9, 0.3, 7), np.linspace(0.9, 0.5, 7),
                             epochs=np.arange(0, 70, 10), drops=[20, 40])
-    open_page(browser, f"file://{make_page(surf, '--proj_file', proj)}")
+    open_page(browser, f"file://{make_page(surf, '--proj_file', proj)}#view=contour")
     traces = browser.execute_script("return document.getElementById('contour-0').data"
                                     ".map(t => [t.name, t.x ? t.x.length : 0])")
     assert dict(traces)["trajectory"] == 7 and dict(traces)["start"] == 1 and dict(traces)["end"] == 1
@@ -143,7 +143,8 @@ def test_frames_slider_moves_between_files_on_one_colour_scale(browser, tmp_path
     files = [write_surface(tmp_path / f"epoch{k}.h5", x, y,
                            metrics={"train_loss": scale * bowl(x, y), "train_acc": 100 - 10 * bowl(x, y)})
              for k, scale in ((1, 1.0), (2, 3.0))]
-    open_page(browser, f"file://{make_page(*files, '--frames', '--labels', 'epoch 1,epoch 2', '--out', str(tmp_path / 'f.html'))}")
+    page = make_page(*files, "--frames", "--labels", "epoch 1,epoch 2", "--out", str(tmp_path / "f.html"))
+    open_page(browser, f"file://{page}#view=both")
     assert value_in(hover(browser, "contour-0", 0.0, 0.0), "train_loss") == pytest.approx(0.2)
     first_range = browser.execute_script("const t = document.getElementById('contour-0').data[0]; return [t.zmin, t.zmax]")
     before = draws(browser)
@@ -153,6 +154,12 @@ def test_frames_slider_moves_between_files_on_one_colour_scale(browser, tmp_path
     assert value_in(hover(browser, "contour-0", 0.0, 0.0), "train_loss") == pytest.approx(0.6)
     second_range = browser.execute_script("const t = document.getElementById('contour-0').data[0]; return [t.zmin, t.zmax]")
     assert first_range == second_range  # one scale over the frames
+    assert browser.execute_script("return location.hash") == "#metric=train_loss&view=both&height=auto&frame=2"
+    open_page(browser, f"file://{page}#view=contour&frame=2&height=linear")  # a shared link opens its view
+    assert browser.find_element(By.ID, "frame-name").text == "2/2: epoch 2"
+    assert not browser.find_element(By.ID, "surface-0").is_displayed()
+    assert browser.execute_script("return document.getElementById('contour-0').data[0].zmax") == pytest.approx(
+        3 * bowl(x, y).max())
     screenshot(browser, "frames")
     assert javascript_errors(browser) == []
 

@@ -244,6 +244,7 @@
       side(panel, i, metric);
     });
     showProgress();
+    toLink();
     Promise.all(work).then(drawn);
   }
 
@@ -356,8 +357,30 @@
       .finally(() => { if (!(DATA.live && DATA.live.complete)) setTimeout(poll, 1000 * DATA.refresh_seconds); });
   }
 
+  function fromLink() {  // page.html#metric=test_acc&view=contour&height=linear&frame=2 opens that view
+    const wanted = new URLSearchParams(location.hash.slice(1));
+    if (DATA.metrics.includes(wanted.get("metric"))) state.metric = wanted.get("metric");
+    if (["both", "surface", "contour"].includes(wanted.get("view"))) state.view = wanted.get("view");
+    if (["auto", "log", "linear"].includes(wanted.get("height"))) state.height = wanted.get("height");
+    const frame = Number(wanted.get("frame"));
+    if (DATA.mode === "frames" && Number.isInteger(frame) && frame >= 1 && frame <= DATA.panels.length) {
+      state.frame = frame - 1;
+    }
+    $("view").value = state.view;
+    $("frame").value = String(state.frame);
+    for (const input of document.querySelectorAll('input[name="height"]')) input.checked = input.value === state.height;
+  }
+
+  function toLink() {  // the address names the view shown, so that it can be shared
+    const frame = DATA.mode === "frames" ? `&frame=${state.frame + 1}` : "";
+    try {
+      history.replaceState(null, "", `#metric=${state.metric}&view=${state.view}&height=${state.height}${frame}`);
+    } catch (error) {  // a page without an address of its own (a notebook's iframe) has no link to keep
+    }
+  }
+
   state.view = DATA.mode === "compare" ? "contour" : "both";
-  $("view").value = state.view;
+  fromLink();
   fillControls();
   buildPanels();
   listen();
