@@ -18,6 +18,7 @@ setup(
     long_description_content_type="text/markdown",
     packages=[*find_packages(include=["mpi_landscape", "mpi_landscape.*"]), "mpi_landscape_models"],
     package_dir={"mpi_landscape_models": "models"},
+    package_data={"mpi_landscape.views": ["web_page.html", "web_page.js"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",
@@ -28,12 +29,13 @@ setup(
         "matplotlib>=3.7",
         "vtk>=9.2",
         "tqdm>=4.60",
+        "plotly>=5.0",  # the interactive page (python -m mpi_landscape.view): plotly.js ships inside it
     ],
     extras_require={
         # The MPICH wheel gives a working mpirun on a single machine; clusters build
         # mpi4py against the site's MPI instead.
         "mpich": ["mpich"],
-        "test": ["pytest>=7", "mpich"],
+        "test": ["pytest>=7", "mpich", "selenium>=4.11", "ipython>=8"],
         # Hugging Face models (language-model landscapes, the language-model tests)
         "transformers": ["transformers>=4.40"],
     },

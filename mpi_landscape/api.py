@@ -3,6 +3,7 @@
     from mpi_landscape import compute_surface
     surface = compute_surface(net, train_loader, x="-1:1:21", y="-1:1:21")
     surface.plot()                      # the command line's figures, paths returned
+    surface.view()                      # the interactive page, shown inline in a notebook
     surface.save("net_surface.h5")      # a file plot, vtk and summary read
     again = compute_surface(net, test_set, x="-1:1:21", y="-1:1:21", directions=surface.directions)
 
@@ -15,6 +16,7 @@ See docs/library.md for every parameter and field.
 from __future__ import annotations
 
 import contextlib
+import html
 import io
 import os
 import sys
@@ -93,6 +95,15 @@ class ComputedSurface(Surface):
         from . import vtk
 
         return _run_entry_point(vtk.main, [self._saved_path(), *flags])
+
+    def view(self, *flags: str, height: int = 900) -> str:
+        """Write the interactive page (``python -m mpi_landscape.view FILE *flags``), show it in the
+        notebook when run in one (IPython), and return its path. An unsaved surface is saved first."""
+        from . import view
+
+        path = _run_entry_point(view.main, [self._saved_path(), *flags])[0]
+        _show_inline(path, height)
+        return path
 
     def _saved_path(self) -> str:
         if self.path is None:
@@ -249,6 +260,22 @@ def _progress(total: int, show: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="pt", desc="surface", disable=not show, dynamic_ncols=True)
+
+
+def _show_inline(page: str, height: int) -> None:
+    """Display the page in the running IPython kernel, in an iframe of its own (its scripts and
+    styles kept apart from the notebook's); nothing outside IPython."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+    except ImportError:
+        return
+    if get_ipython() is None:
+        return
+    with open(page, encoding="utf-8") as f:
+        document = html.escape(f.read(), quote=True)
+    frame = f'<iframe srcdoc="{document}" style="width: 100%; height: {int(height)}px; border: 0"></iframe>'
+    display(HTML(f"<div>{frame}</div>"))  # IFrame takes a URL, and a kernel's files may have none
 
 
 def _run_entry_point(main, argv: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-ENTRY_POINTS = ("surface", "interpolate", "trajectory", "hessian", "train", "plot", "vtk", "summary", "demo")
+ENTRY_POINTS = ("surface", "interpolate", "trajectory", "hessian", "train", "plot", "view", "vtk", "summary", "demo")
 PARSER_MODULES = {"summary": "summary.command"}  # a package whose parser lives beside its numbers
 HEADER = """# Command-line reference
 

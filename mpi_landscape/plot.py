@@ -52,6 +52,7 @@ from .views.plot_data import (colour_map, default_prefix, explained_variance, fi
                               figure_title, is_loss, key_figures, legend_label, metric_kind, metric_values,
                               panel_name, preview, progress_text, quantity_label, short_name,
                               spans_decades, test_error_text)
+from .views.plot_animation import write_animation
 from .views.figure_trajectory import figure_trajectory, figure_trajectory_3d
 from .views.plot_figures import KINDS, figure_2d, figure_compare
 from .views.plot_layout import column_style
@@ -85,6 +86,7 @@ class PlotConfig:
     annotate: bool = False
     band: bool = False
     watch: float = 0.0
+    animate: bool = False
     title: str | None = None
     labels: str | None = None
     loss_max: float | None = None
@@ -211,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--spectrum", action="store_true",
              help="the files are Hessian spectrum files (hessian --spectrum_file): draw each one's "
                   "spectral density as <prefix>_density.<format>")
+    add_flag(p, "--animate", action="store_true",
+             help="the 2D files as the frames of one animation, --out PATH.gif (or .mp4 with ffmpeg), "
+                  "on one colour scale and camera; None --out: <first file>_<metric>_evolution.gif")
     return p
 
 
@@ -279,6 +284,10 @@ def draw(config: PlotConfig) -> tuple[list[str], float]:
     fraction = min(s.fraction_done for _, s in read)
     loaded = [(path, preview(s)) for path, s in read]
     labels = config.label_list
+    if config.animate:  # the files as frames of one animation (views/plot_animation.py)
+        frames = list(zip([s for _, s in loaded], labels or [legend_label(s, p) for p, s in loaded]))
+        out = config.out or f"{default_prefix(config.surf_files[0])}_{config.metric}_evolution.gif"
+        return [write_animation(frames, config.metric, resolve_scale(config, [s for s, _ in frames]), out)], fraction
     if config.band and loaded[0][1].y is not None:
         raise LandscapeError("--band draws 1D files of several random directions; these are 2D")
     if len({s.y is None for _, s in loaded}) > 1:

@@ -163,7 +163,7 @@ def slow_model(tmp_path) -> str:
 # a module that drives the Slurm test cluster or clones the project, it uses a fixture that runs a
 # command, or it (or a helper of its module, or one of its fixtures) starts a process or a training run.
 SLOW_MODULES = {"test_launch", "test_slurm_harness", "test_getting_started"}
-SLOW_FIXTURES = {"demo_run", "slow_model"}
+SLOW_FIXTURES = {"demo_run", "slow_model", "browser"}  # browser: the page tests' Chromium
 SLOW_TESTS = {"test_evaluate.py::test_compiled_model_gives_the_same_surface"}  # torch.compile takes its time
 
 
