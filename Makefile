@@ -5,7 +5,7 @@
 #   make images     the README's pictures: the demo's, copied into docs/images
 #   make gallery    docs/figures.md's pictures: every figure kind (2D from small sample files, then gallery-3d), in docs/images/gallery
 #   make docs       regenerate docs/cli.md from the commands' parsers
-#   make gallery-3d the trajectory, 3D, VTK/ParaView and weight pictures of docs/figures_3d.md (docs/images/gallery)
+#   make gallery-3d the trajectory, 3D, VTK/ParaView and weight pictures of docs/figures.md (docs/images/gallery)
 # A CPU-only machine, or one with its own torch: see "Install" in README.md.
 PYTHON ?= python3
 VENV ?= .venv

@@ -7,7 +7,7 @@ checkpoint per epoch), takes the PCA directions of the small-batch run, computes
 the surface around its final model along them and one along filter-normalized
 random directions (``mpirun -n 2``), then runs the documented commands that draw
 docs/images/gallery/trajectory_*.png, 3d_*.png, vtk_*.png and weights_*.png
-(docs/figures_3d.md shows each beside the paper's figure), and, where ParaView's
+(docs/figures.md shows each beside the paper's figure), and, where ParaView's
 ``pvbatch`` is installed, docs/paraview.md's steps (vtk_paraview_*.png). Each
 command is printed before it runs; a run whose output is already in the
 workdir is not run again.
