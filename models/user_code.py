@@ -80,8 +80,6 @@ def _import_module(module_name: str, what: str) -> ModuleType:
                 f"that directory to PYTHONPATH"
             ) from exc
         raise ModelError(f"{what}: importing '{module_name}' failed: {describe(exc)}") from exc
-    except SyntaxError as exc:  # raised by the compiler, in the user's file by definition
-        raise ModelError(f"{what}: importing '{module_name}' failed: {describe(exc)}") from exc
     except Exception as exc:
         if not raised_by_user(exc):
             raise

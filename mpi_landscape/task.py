@@ -43,7 +43,7 @@ MAX_EXP_ARGUMENT = 709.0  # math.exp overflows a float beyond it
 CPU_ROW_KERNEL_MIN_CLASSES = 16
 CLASS_FIRST_PADDING = 64  # samples: a multiple of every CPU vector width, so none falls in a partial vector
 IGNORE_INDEX = -100  # the label of a token that is not scored (PyTorch's and Hugging Face's convention)
-METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # becomes part of HDF5 dataset and VTK array names
+METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.+-]*")  # becomes part of HDF5 dataset and VTK array names
 RESERVED_SUMS = ("loss", "count")
 
 Inputs = Any  # a tensor, a dict of tensors (input_ids, attention_mask, ...) or a tuple of tensors
@@ -272,7 +272,10 @@ class UserTask(Task):
         return self._call("store_targets", targets)
 
     def finish(self, totals, samples):
-        values = self._call("finish", totals, samples)
+        return self._checked(self._call("finish", totals, samples))
+
+    def _checked(self, values) -> dict[str, float]:
+        """What ``finish`` gave, as the loss and every metric, each a float; refused otherwise."""
         names = ("loss", *self.metrics)
         if not isinstance(values, Mapping) or set(values) != set(names):
             given = sorted(values) if isinstance(values, Mapping) else type(values).__name__
@@ -287,15 +290,16 @@ class UserTask(Task):
         """``finish`` on a first batch's totals: a mistake in its code shows before the first point.
 
         Only errors that do not depend on the values (a missing key, a wrong
-        name or type) are refused: a ratio of totals may well be 0/0 on a
-        few samples and not on the whole split.
+        name or type, a result without every metric) are refused: a ratio of
+        totals may well be 0/0 on a few samples and not on the whole split.
         """
         try:
-            self.finish(totals, samples)
+            values = self._call("finish", totals, samples)
         except LandscapeError as exc:
-            if isinstance(exc.__cause__, (LookupError, AttributeError, NameError, TypeError)) or \
-                    str(exc).startswith(f"{self.what}: its finish gives"):
+            if isinstance(exc.__cause__, (LookupError, AttributeError, NameError, TypeError)):
                 raise
+            return
+        self._checked(values)
 
 
 def _is_ours(obj) -> bool:
@@ -310,7 +314,7 @@ def _checked_metrics(metrics, what: str) -> tuple[str, ...]:
     names = tuple(metrics)
     bad = [m for m in names if not isinstance(m, str) or not METRIC_NAME.fullmatch(m) or m in RESERVED_SUMS]
     if bad or len(set(names)) != len(names):
-        raise LandscapeError(f"{what}: metric names must be distinct words of letters, digits and _ "
+        raise LandscapeError(f"{what}: metric names must be distinct words of letters, digits and _ . + - "
                              f"(not {' or '.join(RESERVED_SUMS)}); got {names!r}")
     return names
 

@@ -276,3 +276,23 @@ def test_a_raw_pickle_checkpoint_is_our_one_line(tmp_path):
                       "--x=-1:1:3", "--surf_file", "s.h5", cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: checkpoint raw.t7"), proc.stderr
+
+
+def test_a_finish_that_needs_the_whole_split_is_not_refused_on_the_first_batch():
+    """A ratio of two totals may be 0/0 on 8 samples: only a mistake in finish's code is refused early."""
+    from mpi_landscape.task import Classification, UserTask, check_first_batch
+
+    class Rate(Classification):
+        metrics = ("acc", "nonfinite", "rate")
+
+        def sums(self, outputs, inputs, targets):
+            return {**super().sums(outputs, inputs, targets), "hits": targets == 2}
+
+        def finish(self, totals, samples):
+            return {**super().finish(totals, samples), "rate": totals["hits"] / totals["hits"]}
+
+    outputs, targets = torch.randn(8, 3), torch.zeros(8, dtype=torch.long)
+    check_first_batch(UserTask(Rate(), "--task rate:build"), outputs, None, targets)  # 0/0 here, not refused
+    Rate.finish = lambda self, totals, samples: {**Classification.finish(self, totals, samples), "rate": totals["hit"]}
+    with pytest.raises(LandscapeError, match="its finish failed: KeyError: 'hit'"):
+        check_first_batch(UserTask(Rate(), "--task rate:build"), outputs, None, targets)
