@@ -450,6 +450,7 @@ class PointEvaluator:
         return outputs[:1].nbytes
 
     def _first_samples(self) -> tuple[Inputs, torch.Tensor]:
+        """The inputs and targets of the check before the first point (the first few samples)."""
         inputs, targets, _ = next(self.data.batches(PREFLIGHT_SAMPLES, stop=min(PREFLIGHT_SAMPLES, len(self.data))))
         return inputs, targets
 
