@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import secrets
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -120,7 +121,10 @@ def _read(path: str | os.PathLike[str]) -> Any:
     """``torch.load`` with weights only, with every failure turned into a ModelError."""
     _require_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # a file pickled without torch.save: the error below says what it holds, in one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         message = str(exc)
         if "Weights only load failed" in message:

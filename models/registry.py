@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib
 import inspect
-import os
-import sys
-import traceback
 from collections.abc import Callable, Mapping
 from functools import partial
-from types import ModuleType
 
 import torch
 from torch import nn
@@ -27,6 +22,7 @@ from .densenet import densenet121
 from .errors import ModelError
 from .mlp import demo_mlp
 from .resnet import IMAGENET_STYLE_DEPTHS, cifar_resnet, imagenet_style_resnet
+from .user_code import import_factory, user_code
 from .vgg import vgg9
 
 Factory = Callable[..., nn.Module]
@@ -71,7 +67,7 @@ def build_model(spec: str, num_classes: int | None = None) -> nn.Module:
             f"no model given (got {spec!r}); name one of {', '.join(MODEL_NAMES)} or give package.module:factory"
         )
     spec = spec.strip()
-    factory = _import_factory(spec) if ":" in spec else _registered_factory(spec)
+    factory = import_factory(spec, f"model spec '{spec}'") if ":" in spec else _registered_factory(spec)
     model = _call_factory(factory, spec, num_classes)
     model.model_spec = spec
     return model
@@ -105,50 +101,6 @@ def _registered_factory(name: str) -> Factory:
     raise ModelError(f"unknown model '{name}'; {hint} For your own network give package.module:factory.")
 
 
-def _import_factory(spec: str) -> Factory:
-    """Import ``module`` from ``module:factory`` and return its callable ``factory``."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr or ":" in attr:
-        raise ModelError(f"model spec '{spec}' is not of the form package.module:factory")
-    if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
-        raise ModelError(
-            f"model spec '{spec}' names a file; give the module's import name instead "
-            f"(e.g. mypkg.mynet:build for mypkg/mynet.py, run from the directory that holds mypkg)"
-        )
-    module = _import_module(module_name, spec)
-    if not hasattr(module, attr):
-        defined = sorted(
-            name
-            for name, value in vars(module).items()
-            if callable(value) and not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
-        )
-        shown = ", ".join(defined[:10]) + (f", ... ({len(defined) - 10} more)" if len(defined) > 10 else "")
-        listing = f"callables defined there: {shown}" if defined else "it defines no public callables"
-        raise ModelError(f"module '{module_name}' has no '{attr}' (from model spec '{spec}'); {listing}")
-    factory = getattr(module, attr)
-    if not callable(factory):
-        raise ModelError(f"'{spec}' is a {type(factory).__name__}, not a callable that returns a torch.nn.Module")
-    return factory
-
-
-def _import_module(module_name: str, spec: str) -> ModuleType:
-    """Import a user's module with the current directory importable; failures become ModelError."""
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise ModelError(
-                f"cannot import module '{exc.name}' for model spec '{spec}'; run from the directory that "
-                f"holds it or add that directory to PYTHONPATH"
-            ) from exc
-        raise ModelError(f"importing '{module_name}' for model spec '{spec}' failed: {_describe(exc)}") from exc
-    except Exception as exc:
-        raise ModelError(f"importing '{module_name}' for model spec '{spec}' failed: {_describe(exc)}") from exc
-
-
 def _call_factory(factory: Factory, spec: str, num_classes: int | None) -> nn.Module:
     """Call the factory (with ``num_classes`` when given) and check it returned a Module."""
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
@@ -161,22 +113,8 @@ def _call_factory(factory: Factory, spec: str, num_classes: int | None) -> nn.Mo
         ) from exc
     except ValueError:
         pass  # no introspectable signature (e.g. a builtin); the call below decides
-    try:
+    with user_code(f"model spec '{spec}'", "the factory failed"):
         model = factory(**kwargs)
-    except Exception as exc:
-        raise ModelError(f"model factory '{spec}' failed: {_describe(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"model factory '{spec}' returned a {type(model).__name__}, not a torch.nn.Module")
     return model
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message (at file:line)`` of an exception raised in user code."""
-    where = ""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        where = f" (at {exc.filename}:{exc.lineno})"
-    else:
-        frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename != __file__]
-        if frames:
-            where = f" (at {frames[-1].filename}:{frames[-1].lineno})"
-    return f"{type(exc).__name__}: {exc}{where}"

@@ -186,11 +186,11 @@ def demo_split(split: str, n: int | None = None) -> SplitData:
 
 def _user_splits(spec: str, splits: list[str]) -> dict[str, SplitData]:
     """Call the user's factory; it returns a Dataset, tensors, or a dict of them per split."""
+    from .networks import user_code
+
     factory = import_factory(spec, "--dataset")
-    try:
+    with user_code(f"--dataset {spec}"):
         produced = factory()
-    except Exception as exc:
-        raise LandscapeError(f"--dataset {spec}: the factory failed ({type(exc).__name__}: {exc})") from None
     if isinstance(produced, Mapping):
         missing = [s for s in splits if s not in produced]
         if missing:
@@ -218,7 +218,10 @@ def _as_split(obj, spec: str) -> SplitData:
     elif isinstance(obj, Mapping):
         inputs, targets = _inputs_and_labels(dict(obj))
     elif hasattr(obj, "__getitem__") and hasattr(obj, "__len__"):
-        items = [obj[i] for i in range(len(obj))]
+        from .networks import user_code
+
+        with user_code(f"--dataset {spec}", "reading its items failed"):
+            items = [obj[i] for i in range(len(obj))]
         if items and isinstance(items[0], Mapping):
             inputs, targets = _inputs_and_labels({k: _stack([it[k] for it in items]) for k in items[0]})
         else:

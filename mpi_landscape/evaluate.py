@@ -39,7 +39,7 @@ from torch.optim.swa_utils import update_bn
 from .directions import Direction, model_tensors
 from .errors import LandscapeError, check_choice
 from .folding import fold_batchnorm
-from .task import Inputs, Task, make_task, map_tensors, tensors_of
+from .task import Inputs, Task, check_first_batch, make_task, map_tensors, tensors_of
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 BN_MODES = ("eval", "recompute")
@@ -428,27 +428,35 @@ class PointEvaluator:
         """One forward pass of a few samples at θ*, before the first point: the data must fit the model.
 
         An input shape the model does not take, or outputs and targets that
-        cannot mean the task (labels beyond the model's classes, say) are user
-        errors, told in one line here rather than a traceback (or a device
-        assert) mid-grid. Returns the bytes of one sample's outputs.
+        cannot mean the task (labels beyond the model's classes, say), and a
+        task whose sums break their contract (``task.check_first_batch``) are
+        user errors, told in one line here rather than a traceback (or a device
+        assert, or wrong numbers) mid-grid. Returns the bytes of one sample's outputs.
         """
         try:
             outputs = self._sample_outputs(self.net)
         except LandscapeError:
             raise
         except Exception as exc:
-            inputs, _, _ = next(self.data.batches(PREFLIGHT_SAMPLES, stop=PREFLIGHT_SAMPLES))
+            inputs, _ = self._first_samples()
             shapes = [tuple(t.shape[1:]) for t in tensors_of(inputs)]
             shape = shapes[0] if len(shapes) == 1 else shapes
             raise LandscapeError(f"the model's forward pass fails on inputs of shape {shape} "
                                  f"from the data ({type(exc).__name__}: {exc}); check that --model and "
                                  f"--dataset go together") from None
         self.task.check(outputs, self.data.targets)
+        inputs, targets = self._first_samples()
+        check_first_batch(self.task, outputs, inputs, targets)
         return outputs[:1].nbytes
+
+    def _first_samples(self) -> tuple[Inputs, torch.Tensor]:
+        """The inputs and targets of the check before the first point (the first few samples)."""
+        inputs, targets, _ = next(self.data.batches(PREFLIGHT_SAMPLES, stop=min(PREFLIGHT_SAMPLES, len(self.data))))
+        return inputs, targets
 
     def _sample_outputs(self, forward) -> torch.Tensor:
         """``forward``'s outputs for the first few samples, in the evaluation's precision."""
-        inputs, _, _ = next(self.data.batches(PREFLIGHT_SAMPLES, stop=min(PREFLIGHT_SAMPLES, len(self.data))))
+        inputs, _ = self._first_samples()
         with self._autocast(self.precision):
             return self.task.outputs(forward, inputs)
 

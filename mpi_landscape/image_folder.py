@@ -6,8 +6,11 @@ deterministic evaluation transform -- resize the shorter side to
 ``image_size / 0.875``, centre crop ``image_size`` -- and is kept as uint8;
 ToTensor and Normalize (ImageNet statistics) happen per batch on the device.
 The decoded shard is saved beside the data (or in ``cache_dir``), keyed by
-the files, their sizes and times and the transform, so a resumed or repeated
-run reads it back instead of decoding again.
+the files, their sizes, modification and inode change times, inodes and the
+transform, so a resumed or repeated run reads it back instead of decoding
+again, and any file written since (``cp -p`` and ``rsync -a`` keep the
+modification time, never the change time) is decoded anew. A cache file that
+cannot be read or holds anything but this shard's images is decoded again.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def load_image_folder(root: str, split: str, kept, image_size: int, raw_data: bo
     keep = kept.indices(len(dataset))
     samples = [dataset.samples[i] for i in keep]
     path = cache_path(folder, samples, image_size, kept.key(), cache_dir)
-    pixels = _read_cache(path)
+    pixels = _read_cache(path, (len(samples), 3, image_size, image_size))
     if pixels is None:
         pixels = _decode(dataset, samples, image_size, folder)
         _write_cache(path, pixels)
@@ -76,11 +79,20 @@ def load_image_folder(root: str, split: str, kept, image_size: int, raw_data: bo
 
 def cache_path(folder: str, samples: list[tuple[str, int]], image_size: int, selection: str,
                cache_dir: str | None) -> str:
-    """Where the decoded shard is cached: named by what it was decoded from, so a change decodes anew."""
+    """Where the decoded shard is cached: named by what it was decoded from, so a change decodes anew.
+
+    A file's identity is its size, its modification time, and its inode and
+    inode change time: writing a file always moves the change time, which no
+    copy can set back, so regenerated images copied with their old times
+    (same sizes too) are not mistaken for the decoded ones. Reading the bytes
+    instead (a hash) would cost every run a pass over the data; a stat is
+    cheap (bench/image_cache_key.py).
+    """
     digest = hashlib.sha256(f"{image_size}\n{selection}\n".encode())
     for file, label in samples:
         info = os.stat(file)
-        digest.update(f"{os.path.relpath(file, folder)}\t{label}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
+        digest.update(f"{os.path.relpath(file, folder)}\t{label}\t{info.st_size}\t{info.st_mtime_ns}\t"
+                      f"{info.st_ctime_ns}\t{info.st_ino}\n".encode())
     base = cache_dir or os.path.join(os.path.dirname(os.path.abspath(folder)), CACHE_FOLDER)
     name = f"{os.path.basename(os.path.normpath(folder))}-{image_size}px-{selection}-{digest.hexdigest()[:16]}.pt"
     return os.path.join(base, name)
@@ -97,13 +109,28 @@ def _decode(dataset: ImageFolder, samples: list[tuple[str, int]], image_size: in
     return pixels
 
 
-def _read_cache(path: str) -> torch.Tensor | None:
+def _read_cache(path: str, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The cached uint8 images of ``shape`` at ``path``; None when there are none.
+
+    A file that cannot be read (damaged, truncated, not a torch file) or holds
+    anything else is treated as absent, with one warning: the images are
+    decoded again and the file is replaced.
+    """
     if not os.path.exists(path):
         return None
     try:
-        return torch.load(path, weights_only=True)
-    except Exception:  # a damaged or foreign file: decode again and replace it
-        return None
+        pixels = torch.load(path, weights_only=True)
+    except Exception as exc:
+        problem = f"cannot be read ({type(exc).__name__})"
+    else:
+        if isinstance(pixels, torch.Tensor) and pixels.dtype == torch.uint8 and tuple(pixels.shape) == shape:
+            return pixels
+        what = (f"a {pixels.dtype} tensor of shape {tuple(pixels.shape)}" if isinstance(pixels, torch.Tensor)
+                else f"a {type(pixels).__name__}")
+        problem = f"holds {what}, not {shape[0]} uint8 images of {shape[2]}x{shape[3]}"
+    print(f"warning: the decoded-image cache {path} {problem}; decoding the images again",
+          file=sys.stderr, flush=True)
+    return None
 
 
 def _write_cache(path: str, pixels: torch.Tensor) -> None:

@@ -1,14 +1,15 @@
 """The models package as the engine's commands use it: a mistake in it is a LandscapeError.
 
 ``models`` knows nothing of this package (it raises its own ``ModelError``);
-every command that builds a network or loads a checkpoint goes through here,
-so the user sees one kind of error with one kind of message.
+every command that builds a network, loads a checkpoint or runs a user's own
+``package.module:factory`` (a dataset, a task) goes through here, so the user
+sees one kind of error with one kind of message.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -23,7 +24,26 @@ def _as_user_error() -> Iterator[None]:
     try:
         yield
     except models.ModelError as exc:
-        raise LandscapeError(str(exc)) from None
+        raise LandscapeError(str(exc)) from exc.__cause__
+
+
+def import_factory(spec: str, flag: str) -> Callable:
+    """The callable that ``spec`` (``package.module:factory``) names for ``flag`` (``--task``, ``--dataset``).
+
+    A module that is not found, does not compile or raises while it is
+    imported is one LandscapeError naming the spec, the exception and the
+    user's file and line, as for ``--model``.
+    """
+    with _as_user_error():
+        return models.import_factory(spec, f"{flag} {spec}")
+
+
+@contextmanager
+def user_code(what: str, doing: str = "the factory failed") -> Iterator[None]:
+    """Inside, an exception raised by the user's own code is one LandscapeError
+    ``"{what}: {doing}: Type: message (at file:line)"``; one raised by ours keeps its traceback."""
+    with _as_user_error(), models.user_code(what, doing):
+        yield
 
 
 def build_network(spec: str) -> torch.nn.Module:

@@ -27,16 +27,15 @@ curvature).
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
-import sys
+import re
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from .errors import LandscapeError, check_choice
+from .networks import import_factory, user_code
 
 LOSS_NAMES = ("crossentropy", "mse")
 MAX_EXP_ARGUMENT = 709.0  # math.exp overflows a float beyond it
@@ -44,6 +43,8 @@ MAX_EXP_ARGUMENT = 709.0  # math.exp overflows a float beyond it
 CPU_ROW_KERNEL_MIN_CLASSES = 16
 CLASS_FIRST_PADDING = 64  # samples: a multiple of every CPU vector width, so none falls in a partial vector
 IGNORE_INDEX = -100  # the label of a token that is not scored (PyTorch's and Hugging Face's convention)
+METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.+-]*")  # becomes part of HDF5 dataset and VTK array names
+RESERVED_SUMS = ("loss", "count")
 
 Inputs = Any  # a tensor, a dict of tensors (input_ids, attention_mask, ...) or a tuple of tensors
 
@@ -236,10 +237,139 @@ class Regression(Task):
 BUILT_IN = {"classification": Classification, "language_model": LanguageModel, "regression": Regression}
 
 
+class UserTask(Task):
+    """A task of the user's own as the engine runs it.
+
+    Its metric names are checked once; what its own methods raise (not the
+    ones it inherits from ours) is one LandscapeError naming it, the
+    exception and the user's line; what its ``finish`` returns must be the
+    loss and every declared metric, as numbers.
+    """
+
+    def __init__(self, task: Task, what: str):
+        self.task, self.what = task, what
+        self.name = str(task.name)
+        self.metrics = _checked_metrics(task.metrics, what)
+        self._own = {method for method in ("outputs", "sums", "finish", "check", "store_targets")
+                     if not _is_ours(getattr(type(task), method))}
+
+    def _call(self, method: str, *args):
+        if method not in self._own:
+            return getattr(self.task, method)(*args)
+        with user_code(self.what, f"its {method} failed"):
+            return getattr(self.task, method)(*args)
+
+    def outputs(self, forward, inputs):
+        return self._call("outputs", forward, inputs)
+
+    def sums(self, outputs, inputs, targets):
+        return self._call("sums", outputs, inputs, targets)
+
+    def check(self, outputs, targets):
+        self._call("check", outputs, targets)
+
+    def store_targets(self, targets):
+        return self._call("store_targets", targets)
+
+    def finish(self, totals, samples):
+        return self._checked(self._call("finish", totals, samples))
+
+    def _checked(self, values) -> dict[str, float]:
+        """What ``finish`` gave, as the loss and every metric, each a float; refused otherwise."""
+        names = ("loss", *self.metrics)
+        if not isinstance(values, Mapping) or set(values) != set(names):
+            given = sorted(values) if isinstance(values, Mapping) else type(values).__name__
+            raise LandscapeError(f"{self.what}: its finish gives {given}; it must give exactly "
+                                 f"{', '.join(names)} (the loss and its metrics)")
+        try:
+            return {name: float(values[name]) for name in names}
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise LandscapeError(f"{self.what}: its finish must give numbers ({exc})") from None
+
+    def try_finish(self, totals: Mapping[str, float], samples: int) -> None:
+        """``finish`` on a first batch's totals: a mistake in its code shows before the first point.
+
+        Only errors that do not depend on the values (a missing key, a wrong
+        name or type, a result without every metric) are refused: a ratio of
+        totals may well be 0/0 on a few samples and not on the whole split.
+        """
+        try:
+            values = self._call("finish", totals, samples)
+        except LandscapeError as exc:
+            if isinstance(exc.__cause__, (LookupError, AttributeError, NameError, TypeError)):
+                raise
+            return
+        self._checked(values)
+
+
+def _is_ours(obj) -> bool:
+    """Whether a class or function is defined in this package (then it is not the user's code)."""
+    return getattr(obj, "__module__", "").partition(".")[0] == __name__.partition(".")[0]
+
+
+def _checked_metrics(metrics, what: str) -> tuple[str, ...]:
+    """A task's metric names, refused unless they are distinct names a file can hold."""
+    if isinstance(metrics, str) or not isinstance(metrics, Iterable):
+        raise LandscapeError(f"{what}: metrics must be a tuple of names, got {metrics!r}")
+    names = tuple(metrics)
+    bad = [m for m in names if not isinstance(m, str) or not METRIC_NAME.fullmatch(m) or m in RESERVED_SUMS]
+    if bad or len(set(names)) != len(names):
+        raise LandscapeError(f"{what}: metric names must be distinct words of letters, digits and _ . + - "
+                             f"(not {' or '.join(RESERVED_SUMS)}); got {names!r}")
+    return names
+
+
+def check_first_batch(task: Task, outputs: torch.Tensor, inputs: Inputs, targets: torch.Tensor) -> None:
+    """Refuse, with a LandscapeError, a task whose sums on a first batch break the ``Task`` contract.
+
+    Every sum is a real-valued tensor with one value per sample of the batch,
+    on the outputs' device; ``loss`` is floating point, and with the default
+    ``finish`` (every metric the mean of its sum) every declared metric is
+    there. A key beyond those is a total only a task's own
+    ``finish`` can use: with one of ours it is refused (an undeclared
+    metric would be lost). A user's ``finish`` is tried on the batch's totals.
+    """
+    what = task.what if isinstance(task, UserTask) else f"the task {task.name}"
+    parts = task.sums(outputs, inputs, targets)
+    if not isinstance(parts, Mapping):
+        raise LandscapeError(f"{what}: its sums must give a dict of tensors, got {type(parts).__name__}")
+    batch = len(targets)
+    for key, part in parts.items():
+        if not isinstance(part, torch.Tensor):
+            raise LandscapeError(f"{what}: its sums' {key!r} is a {type(part).__name__}, not a tensor")
+        if part.is_complex():
+            raise LandscapeError(f"{what}: its sums' {key!r} is a {part.dtype} tensor; sums are real numbers "
+                                 f"(floating point, integer or bool)")
+        if tuple(part.shape) != (batch,):
+            raise LandscapeError(f"{what}: its sums' {key!r} has shape {tuple(part.shape)} for a batch of {batch} "
+                                 f"samples: one value per sample is needed, shape ({batch},)")
+        if part.device != outputs.device:
+            raise LandscapeError(f"{what}: its sums' {key!r} is on {part.device}, the outputs on {outputs.device}")
+    inner = task.task if isinstance(task, UserTask) else task
+    plain_means = type(inner).finish is Task.finish  # every metric a mean of its own sum
+    missing = [m for m in ("loss", *(task.metrics if plain_means else ())) if m not in parts]
+    if missing:
+        raise LandscapeError(f"{what}: its sums give no {', '.join(map(repr, missing))}; they give "
+                             f"{', '.join(map(repr, parts))}")
+    if not parts["loss"].is_floating_point():
+        raise LandscapeError(f"{what}: its sums' 'loss' is a {parts['loss'].dtype} tensor; a loss is floating point")
+    extra = [k for k in parts if k not in (*RESERVED_SUMS, *task.metrics)]
+    if extra and _is_ours(type(inner).finish):
+        raise LandscapeError(f"{what}: its sums give {', '.join(map(repr, extra))}, which is not in its metrics "
+                             f"{task.metrics!r}; declare it there (or use it in a finish of your own)")
+    if isinstance(task, UserTask):
+        totals = {k: (int(v.sum()) if not v.is_floating_point() else float(v.double().sum())) for k, v in parts.items()}
+        task.try_finish(totals, batch)
+
+
 def make_task(spec: str | Task = "classification", loss_name: str = "crossentropy") -> Task:
-    """The task named ``spec`` (a built-in name or ``package.module:factory``), or ``spec`` itself."""
+    """The task named ``spec`` (a built-in name or ``package.module:factory``), or ``spec`` itself.
+
+    A task of the user's own (from a factory, or an object of a class defined
+    elsewhere) comes back as a ``UserTask``: its failures are one error line.
+    """
     if isinstance(spec, Task):
-        return spec
+        return spec if _is_ours(type(spec)) else UserTask(spec, f"the task {type(spec).__name__}")
     if spec == "classification":
         return Classification(loss_name)
     if loss_name != "crossentropy":
@@ -250,28 +380,12 @@ def make_task(spec: str | Task = "classification", loss_name: str = "crossentrop
         raise LandscapeError(f"--task {spec!r}: use {', '.join(BUILT_IN)}, or package.module:factory "
                              f"for your own")
     factory = import_factory(spec, "--task")
-    try:
+    with user_code(f"--task {spec}"):
         task = factory()
-    except Exception as exc:
-        raise LandscapeError(f"--task {spec}: the factory failed ({type(exc).__name__}: {exc})") from None
     if not isinstance(task, Task):
         raise LandscapeError(f"--task {spec}: the factory must return a mpi_landscape.task.Task, "
                              f"got {type(task).__name__}")
-    return task
-
-
-def import_factory(spec: str, flag: str) -> Callable:
-    """The callable named by ``package.module:name`` (the working directory is importable)."""
-    module_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise LandscapeError(f"{flag} {spec}: cannot import it ({exc})") from None
-    if not callable(factory):
-        raise LandscapeError(f"{flag} {spec}: {attr} is not callable")
-    return factory
+    return UserTask(task, f"--task {spec}")
 
 
 def metric_names(splits: Iterable[str], task: Task | None = None) -> list[str]:

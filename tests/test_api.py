@@ -102,10 +102,10 @@ class Interrupting(Classification):
 def test_interrupted_call_restores_the_network(trained, spirals):
     net = train_demo_net(steps=5).train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    task = Interrupting(interrupt_at=3)
+    task = Interrupting(interrupt_at=4)
     with pytest.raises(KeyboardInterrupt):
         compute_surface(net, spirals, **GRID, batch_size=1000, task=task, progress=False)
-    assert len(task.threads) == 3  # interrupted at the third point of the grid, not before it
+    assert len(task.threads) == 4  # the check of a first batch, then interrupted at the third point of the grid
     assert all(m.training for m in net.modules())
     assert all("forward" not in m.__dict__ for m in net.modules())  # folded BatchNorm's forwards are gone
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
@@ -114,7 +114,8 @@ def test_interrupted_call_restores_the_network(trained, spirals):
 def test_a_small_network_runs_on_one_thread(spirals):
     task = Interrupting()
     compute_surface(train_demo_net(steps=5), spirals, x="-1:1:2", batch_size=100, task=task, progress=False)
-    assert len(task.threads) == 2 * 3 and set(task.threads) == {1}  # two points of three batches each
+    # the check of a first batch before the grid, then two points of three batches each
+    assert len(task.threads) == 1 + 2 * 3 and set(task.threads[1:]) == {1}
 
 
 def test_progress_bar_is_shown_unless_turned_off(trained, spirals, capsys):

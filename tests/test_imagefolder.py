@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import h5py
 import numpy as np
@@ -139,3 +140,55 @@ def test_surface_of_an_image_folder_equals_torchvisions_pipeline(images, tmp_pat
         run = json.loads(f.attrs["last_run"])
     assert run["data"] == {**run["data"], "resident": False, "dtype": "uint8"}
     assert run["data"]["chunks"] == 5  # 18 samples in chunks of one batch of 4
+
+
+def write_bitmaps(root, value: int) -> str:
+    """root/train/<class>/<i>.bmp: uncompressed, so images of one size have files of one size whatever
+    their pixels (``value`` sets them)."""
+    rng = np.random.default_rng(value)
+    for label, name in enumerate(CLASSES):
+        folder = os.path.join(root, "train", name)
+        os.makedirs(folder, exist_ok=True)
+        for i in range(2):
+            pixels = np.clip(rng.normal(value + 40 * label, 30, (20, 24, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(os.path.join(folder, f"{i}.bmp"))
+    return str(root)
+
+
+def test_images_copied_with_their_times_kept_are_decoded_again(tmp_path):
+    """``cp -p`` / ``rsync -a`` of regenerated images: same names, sizes and modification times, new pixels."""
+    data = write_bitmaps(tmp_path / "data", value=60)
+    old = load_splits(f"imagefolder:{data}", ["train"], image_size=SIZE, uint8=True)["train"]
+    regenerated = write_bitmaps(tmp_path / "regenerated", value=160)
+    for folder, _, files in os.walk(os.path.join(data, "train")):
+        for name in files:
+            target = os.path.join(folder, name)
+            source = os.path.join(regenerated, os.path.relpath(target, data))
+            info = os.stat(target)
+            assert os.path.getsize(source) == info.st_size
+            os.utime(source, ns=(info.st_atime_ns, info.st_mtime_ns))  # the times the copy keeps
+            shutil.copy2(source, target)  # cp -p
+            assert os.stat(target).st_mtime_ns == info.st_mtime_ns
+    new = load_splits(f"imagefolder:{data}", ["train"], image_size=SIZE, uint8=True)["train"]
+    expected, _ = torchvision_tensors(os.path.join(regenerated, "train"))
+    torch.testing.assert_close(new.float_inputs(), expected, rtol=0, atol=1e-6)
+    assert not torch.equal(new.inputs, old.inputs)
+
+
+@pytest.mark.parametrize("foreign", ["a dict", "float pixels", "too few images", "not a torch file"])
+def test_a_foreign_cache_file_is_decoded_again_with_one_warning(images, capfd, foreign):
+    expected = load_splits(f"imagefolder:{images}", ["train"], image_size=SIZE, uint8=True)["train"].inputs
+    folder = os.path.join(images, CACHE_FOLDER)
+    (cache_file,) = [os.path.join(folder, name) for name in os.listdir(folder)]
+    if foreign == "not a torch file":
+        with open(cache_file, "wb") as handle:
+            handle.write(b"\x00 not a cache")
+    else:
+        torch.save({"a dict": {"pixels": expected}, "float pixels": expected.float(),
+                    "too few images": expected[:3]}[foreign], cache_file)
+    capfd.readouterr()
+    again = load_splits(f"imagefolder:{images}", ["train"], image_size=SIZE, uint8=True)["train"]
+    assert torch.equal(again.inputs, expected)
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and os.path.basename(cache_file) in lines[0], lines
+    assert torch.equal(torch.load(cache_file, weights_only=True), expected)  # replaced by the decoded images
