@@ -15,7 +15,6 @@ import matplotlib
 import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.text import Text
 from vtkmodules.util.numpy_support import vtk_to_numpy
 from vtkmodules.vtkIOImage import vtkPNGReader
 from vtkmodules.vtkIOXML import vtkXMLPolyDataReader
@@ -27,6 +26,7 @@ from mpi_landscape.views.plot_figures import Scale, column_style, figure_2d
 from mpi_landscape.views.plot_grid import sample_bilinear
 from mpi_landscape.views.plot_render import MARK_COLOURS, picture_grid, render_png
 from mpi_landscape.views.vtk_export import surface_grid
+from figure_checks import all_axes, assert_bar_spans_axes, assert_legible
 from surface_files import write_projection, write_surface
 
 PCA_CONFIG = {"model": "resnet56", "model_file": "model_300.t7", "dir_type": "weights"}
@@ -56,54 +56,9 @@ def visible_at(fig, artist, ax, xy, shown: np.ndarray, radius: int = 3) -> bool:
     return bool((shown[window] != hidden[window]).any())
 
 
-def all_axes(fig) -> list:
-    """The figure's axes and their insets (an inset is a child of its axes, not in ``fig.axes``)."""
-    return [a for ax in fig.axes for a in (ax, *ax.child_axes)]
-
-
 def artists(fig, gid: str) -> list:
     """Every line of every axes tagged ``gid`` (a marker kind), with its axes."""
     return [(ax, line) for ax in all_axes(fig) for line in ax.lines if line.get_gid() == gid]
-
-
-def text_boxes(fig) -> list[tuple[str, object]]:
-    """(text, window extent) of every text drawn: titles, labels, legend entries, contour labels,
-    and the tick labels inside each axis' view."""
-    pixels(fig)
-    renderer = fig.canvas.get_renderer()
-    found = []
-    tick_labels = {id(label) for ax in all_axes(fig) for axis in ax._axis_map.values()
-                   for tick in axis.get_major_ticks() + axis.get_minor_ticks()
-                   for label in (tick.label1, tick.label2)}
-    for text in fig.findobj(Text):
-        if not text.get_visible() or not text.get_text().strip() or id(text) in tick_labels:
-            continue
-        found.append((text.get_text(), text.get_window_extent(renderer)))
-    for ax in all_axes(fig):
-        if ax.name == "3d":
-            continue
-        for axis in (ax.xaxis, ax.yaxis):
-            lo, hi = sorted(axis.get_view_interval())
-            for tick in axis.get_major_ticks():
-                for label in (tick.label1, tick.label2):
-                    eps = 1e-9 * (hi - lo)
-                    if label.get_visible() and label.get_text() and lo - eps <= tick.get_loc() <= hi + eps:
-                        found.append((label.get_text(), label.get_window_extent(renderer)))
-    return found
-
-
-def assert_text_reads(fig) -> None:
-    """No two text boxes overlap (by more than a pixel) and none leaves the canvas."""
-    boxes = text_boxes(fig)
-    width, height = fig.canvas.get_width_height()
-    for text, box in boxes:
-        assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1, \
-            f"{text!r} is clipped by the canvas ({box})"
-    for i, (a, box_a) in enumerate(boxes):
-        for b, box_b in boxes[i + 1:]:
-            overlap_x = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
-            overlap_y = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
-            assert overlap_x <= 1 or overlap_y <= 1, f"{a!r} and {b!r} overlap"
 
 
 def distinct_colours(image: np.ndarray, box=(0.3, 0.7, 0.3, 0.7)) -> int:
@@ -150,15 +105,14 @@ def test_trajectory_figure_reads_at_column_width(tmp_path):
     box = ax.get_position()
     fig_w, fig_h = fig.get_size_inches()
     assert box.height * fig_h >= 0.45 * box.width * fig_w, "the axes are a thin strip"
-    bar = [a for a in fig.axes if a.get_label() == "<colorbar>"][0]
-    assert bar.get_position().height <= 1.15 * box.height  # the colour bar no taller than its axes
+    assert_bar_spans_axes(fig, ax)
     x0, x1 = ax.get_xlim()
     y0, y1 = ax.get_ylim()
     assert x0 < projection.xcoord.min() and x1 > projection.xcoord.max()
     assert y0 < projection.ycoord.min() and y1 > projection.ycoord.max()
     assert (x1 - x0) <= 1.5 * np.ptp(projection.xcoord)
     assert (y1 - y0) <= max(1.5 * np.ptp(projection.ycoord), 0.3 * (x1 - x0))  # a short side kept readable
-    assert_text_reads(fig)
+    assert_legible(fig)
 
     # Start, end and every drop are visible: in the main axes or in the zoom of the path's end.
     shown = pixels(fig)
@@ -171,7 +125,7 @@ def test_trajectory_figure_reads_at_column_width(tmp_path):
     drops, = [line for _, line in artists(fig, "lr_drop")][:1]
     end, = [line for _, line in artists(fig, "end")][:1]
     assert drops.get_zorder() > end.get_zorder()  # drops drawn above the end marker
-    zoom, = ax.child_axes  # the zoom on the end's cluster
+    zoom, = [a for a in ax.child_axes if getattr(a, "_colorbar", None) is None]  # the zoom on the end's cluster
     zx, zy = zoom.get_xlim(), zoom.get_ylim()
     tail = projection.xcoord[30:], projection.ycoord[30:]  # from the first drop (epoch 150) on
     assert zx[0] < tail[0].min() and zx[1] > tail[0].max() and zy[0] < tail[1].min() and zy[1] > tail[1].max()
@@ -196,7 +150,7 @@ def test_trajectory_contour_labels_are_few_and_apart(tmp_path):
         box = label.get_window_extent()
         assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, \
             f"contour label {label.get_text()} is clipped at the frame"
-    assert_text_reads(fig)
+    assert_legible(fig)
 
 
 def test_trajectory_3d_draws_the_path_on_the_surface(tmp_path):
@@ -377,7 +331,7 @@ def test_weight_histograms_show_each_checkpoint_scale(tmp_path, capsys):
     assert rms[1] == pytest.approx(rms[0] / 4)
     peaks = [curve.get_data().values.max() for curve in curves]
     assert peaks[1] > 2.5 * peaks[0]  # the small weights pile up near 0
-    assert_text_reads(fig)
+    assert_legible(fig)
 
     assert plot.main([large, small, "--weights", "--format", "png", "--labels", "large,small",
                       "--out", str(tmp_path / "w")]) == 0
