@@ -202,3 +202,73 @@ def test_a_dir_file_reached_through_a_symlink_is_created_as_its_target(tmp_path,
                          "--x=-1:1:3", "--data_split", "20", "--dir_file", "link.h5", "--surf_file", "s.h5"]) == 0
     assert (tmp_path / "link.h5").is_symlink() and direction_attrs(tmp_path / "dirs" / "d.h5")["seed"] == 123
     assert sorted(p.name for p in (tmp_path / "dirs").iterdir()) == ["d.h5"]
+
+
+# ---------------------------------------------------------------- signals that stop a job
+
+
+def rank_pids(job: subprocess.Popen, surf_file) -> list[int]:
+    """The pids of the job's ranks: the processes running the surface command on ``surf_file``,
+    mpirun aside."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if str(surf_file).encode() in argv and b"mpi_landscape.surface" in argv and int(entry) != job.pid:
+            pids.append(int(entry))
+    return pids
+
+
+def stopped_by(job: subprocess.Popen, out, send) -> tuple[str, str]:
+    """Wait for 2 points, ``send`` the job its signals, and return what it printed."""
+    try:
+        wait_for_points(out, 2, job)
+        send()
+        return job.communicate(timeout=90)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+
+
+def assert_stopped_cleanly(job: subprocess.Popen, out, stdout: str, stderr: str) -> None:
+    assert job.returncode == surface.EXIT_STOPPED, stdout + stderr
+    assert "Traceback" not in stderr and "BAD TERMINATION" not in stdout + stderr
+    done = int(read_surface(str(out)).done.sum())
+    assert 0 < done < 49 and f"{49 - done} points remain" in stdout
+
+
+def slow_job(tmp_path, slow_model, demo_checkpoint) -> tuple[subprocess.Popen, object]:
+    out = tmp_path / "s.h5"
+    args = slow_args(slow_model, demo_checkpoint, out, "--x=-1:1:7", "--y=-1:1:7", "--flush_seconds", "0.2")
+    return start_surface_job(args, tmp_path, {**os.environ, "SLOW_SECONDS": "0.1"}), out
+
+
+def test_sigterms_to_mpirun_while_the_job_winds_down_keep_it_a_clean_stop(tmp_path, slow_model,
+                                                                          demo_checkpoint):
+    """A scheduler or a user may send SIGTERM again (0.2 s apart here) until the job is gone:
+    the later ones reach the ranks while they finish and exit, and change nothing."""
+    job, out = slow_job(tmp_path, slow_model, demo_checkpoint)
+
+    def sigterm_until_it_ends() -> None:
+        while job.poll() is None:
+            job.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+
+    stdout, stderr = stopped_by(job, out, sigterm_until_it_ends)
+    assert_stopped_cleanly(job, out, stdout, stderr)
+
+
+def test_sighup_to_the_ranks_is_a_clean_stop(tmp_path, slow_model, demo_checkpoint):
+    """A hangup (a closed terminal, passed on by a launcher or reaching a rank directly) stops the
+    job as SIGTERM does."""
+    job, out = slow_job(tmp_path, slow_model, demo_checkpoint)
+
+    def hang_up() -> None:
+        for pid in rank_pids(job, out):
+            os.kill(pid, signal.SIGHUP)
+
+    stdout, stderr = stopped_by(job, out, hang_up)
+    assert_stopped_cleanly(job, out, stdout, stderr)
