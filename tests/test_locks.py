@@ -5,10 +5,17 @@ Real mpirun jobs, real files read back with h5py."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import select
 import signal
 import subprocess
+import sys
+import termios
+import threading
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -24,6 +31,7 @@ from mpi_landscape.store import JOURNAL_SUFFIX, LOCK_SUFFIX, SurfaceWriter, read
 X, Y = np.linspace(-1, 1, 5), np.linspace(-1, 1, 4)
 METRICS = ["train_loss", "train_acc"]
 POINT = {"train_loss": 0.5, "train_acc": 90.0}
+LAUNCH = Path(__file__).resolve().parent.parent / "launch"
 
 
 def open_writer(path, **kwargs) -> SurfaceWriter:
@@ -272,3 +280,41 @@ def test_sighup_to_the_ranks_is_a_clean_stop(tmp_path, slow_model, demo_checkpoi
 
     stdout, stderr = stopped_by(job, out, hang_up)
     assert_stopped_cleanly(job, out, stdout, stderr)
+
+
+def test_a_closed_terminal_stops_mpirun_local_cleanly(tmp_path, slow_model, demo_checkpoint):
+    """launch/mpirun_local.sh run on a terminal that then closes (the kernel's hangup, on a real
+    pseudo-terminal): the ranks stop as on Ctrl-C, the script exits 75, nothing finished is lost."""
+    out = tmp_path / "s.h5"
+    env = {**os.environ, "PYTHON": sys.executable, "NP": "2", "MODEL": slow_model, "MODEL_FILE": demo_checkpoint,
+           "DATASET": "demo", "X": "-1:1:7", "Y": "-1:1:7", "SURF_FILE": str(out), "SLOW_SECONDS": "0.1",
+           "EXTRA_ARGS": "--flush_seconds 0.2 --batch_size 1000"}
+    terminal, tty = os.openpty()
+    printed, closing = bytearray(), threading.Event()
+
+    def read_terminal() -> None:
+        """What the job prints (so it never blocks on a full terminal), until the terminal closes."""
+        with contextlib.suppress(OSError):
+            while not closing.is_set():
+                if select.select([terminal], [], [], 0.1)[0]:
+                    printed.extend(os.read(terminal, 4096))
+
+    job = subprocess.Popen(["bash", str(LAUNCH / "mpirun_local.sh")], cwd=tmp_path, env=env, stdin=tty,
+                           stdout=tty, stderr=tty, start_new_session=True,
+                           preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # tty: its terminal
+    os.close(tty)
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        wait_for_points(out, 2, job)
+        closing.set()
+        reader.join()
+        os.close(terminal)  # the terminal window closes
+        code = job.wait(timeout=90)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert code == surface.EXIT_STOPPED, printed.decode(errors="replace")
+    stopped = read_surface(str(out))
+    assert 0 < stopped.done.sum() < 49 and np.isfinite(stopped.metrics["train_loss"][stopped.done]).all()
+    assert stopped.attrs["last_run"]["stopped_early"]
