@@ -114,7 +114,7 @@ def test_the_lock_cannot_be_evaded_by_a_symlink_or_by_deleting_it(tmp_path, slow
     (tmp_path / "link.h5").symlink_to(out)
     grid = ["--x=-1:1:9", "--y=-1:1:9", "--flush_seconds", "0.2"]
     job_a = start_surface_job(slow_args(slow_model, demo_checkpoint, out, *grid), tmp_path,
-                              {**os.environ, "SLOW_SECONDS": "0.4"})
+                              {**os.environ, "SLOW_SECONDS": "0.6"})
     try:
         wait_for_points(out, 3, job_a)
         job_b = run_surface_job(slow_args(slow_model, demo_checkpoint, "link.h5", *grid, "--dir_file",
