@@ -51,18 +51,20 @@ workload_args() {
     X="${X:--1:1:51}"
     Y="${Y--1:1:51}"
     DIR_TYPE="${DIR_TYPE:-weights}"
-    XNORM="${XNORM:-filter}"
-    YNORM="${YNORM:-filter}"
-    XIGNORE="${XIGNORE:-biasbn}"
-    YIGNORE="${YIGNORE:-biasbn}"
     DIR_FILE="${DIR_FILE:-}"
     SURF_FILE="${SURF_FILE:-}"
     EXTRA_ARGS="${EXTRA_ARGS:-}"
 
+    # The norms and ignores go only when set: the command's defaults are the paper's
+    # (filter, biasbn), and a flag given must agree with an existing DIR_FILE.
     args=(--model "$MODEL" --model_file "$MODEL_FILE" --dataset "$DATASET" --datapath "$DATAPATH"
-          --x="$X" --dir_type "$DIR_TYPE" --xnorm "$XNORM" --xignore "$XIGNORE")
+          --x="$X" --dir_type "$DIR_TYPE")
+    [[ -z "${XNORM:-}" ]] || args+=(--xnorm "$XNORM")
+    [[ -z "${XIGNORE:-}" ]] || args+=(--xignore "$XIGNORE")
     if [[ -n "$Y" ]]; then
-        args+=(--y="$Y" --ynorm "$YNORM" --yignore "$YIGNORE")
+        args+=(--y="$Y")
+        [[ -z "${YNORM:-}" ]] || args+=(--ynorm "$YNORM")
+        [[ -z "${YIGNORE:-}" ]] || args+=(--yignore "$YIGNORE")
     fi
     [[ -z "$DIR_FILE" ]] || args+=(--dir_file "$DIR_FILE")
     [[ -z "$SURF_FILE" ]] || args+=(--surf_file "$SURF_FILE")

@@ -23,7 +23,7 @@
 #   NP=2 MODEL=demo_mlp DATASET=demo MODEL_FILE=demo_mlp.t7 X=-1:1:5 Y=-1:1:5 \
 #     bash launch/mpirun_local.sh
 #
-# Ctrl-C (or SIGTERM/SIGUSR1 to this script) asks the ranks to stop: they keep
+# Ctrl-C (or SIGTERM/SIGUSR1 to this script, or SIGHUP: its terminal closed) asks the ranks to stop: they keep
 # every finished point and exit with status 75; a second Ctrl-C kills them. Running
 # the same command again computes only the points that are still missing.
 
@@ -65,7 +65,7 @@ on_stop() {
         [[ -z "$pid" ]] || kill -KILL -- -"$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
     fi
 }
-trap on_stop INT TERM USR1
+trap on_stop INT TERM USR1 HUP
 setsid "${cmd[@]}" &
 pid=$!
 ((stops == 0)) || kill -USR1 "$pid" 2>/dev/null   # stopped while starting it

@@ -90,6 +90,19 @@ def parse_config(parser: argparse.ArgumentParser, config_type: type[Config],
     return config_from(config_type, vars(parser.parse_args(argv)))
 
 
+def given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[str, ...]:
+    """The destinations ``argv`` sets itself, as opposed to those left at their defaults.
+
+    argparse fills in a default only where the namespace has no value yet:
+    starting from a namespace where every destination holds a marker, the
+    markers that remain are the flags not given.
+    """
+    unset = object()
+    names = {a.dest for a in parser._actions} | set(parser._defaults)
+    parsed = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(names, unset)))
+    return tuple(sorted(name for name, value in vars(parsed).items() if value is not unset))
+
+
 def config_from(config_type: type[Config], values: dict) -> Config:
     """``config_type`` built from the entries of ``values`` that are its fields; the rest is dropped."""
     fields = {f.name for f in dataclasses.fields(config_type)}

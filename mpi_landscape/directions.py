@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -185,6 +186,78 @@ def load_directions(path: str, net: torch.nn.Module, dir_type: str,
         raise LandscapeError(f"{path} has no ydirection, but a 2D surface (--y) was requested")
     to_torch = lambda d: [torch.from_numpy(np.array(t, dtype=np.float32)) for t in d]  # noqa: E731
     return to_torch(data.x), to_torch(data.y) if (two_d and data.y is not None) else None
+
+
+SPEC_FLAGS = ("seed", "xnorm", "ynorm", "xignore", "yignore", "same_dir")  # recorded under their names
+TARGET_FLAGS = ("model_file2", "model_file3")  # recorded as the path given and as <flag>_sha256
+
+
+def open_directions(path: str, net: torch.nn.Module, spec: DirectionSpec, given: Mapping[str, object],
+                    make: Callable[[], tuple[Direction, Direction | None]],
+                    provenance: Mapping[str, object]) -> tuple[Direction, Direction | None]:
+    """The directions of the file ``path``: read, or made by ``make`` and written if it does not exist.
+
+    Jobs started together may name the same new file: it is created under its
+    own lock by one of them and appears whole (written beside it, then renamed;
+    through a symlink, its target), while the others wait, then read it. An
+    existing file is refused when a flag of ``given`` (the direction flags the
+    user set: ``SPEC_FLAGS`` with their values, ``TARGET_FLAGS`` with paths)
+    contradicts what the file records.
+    """
+    from . import store
+
+    if not os.path.exists(path):
+        lock = store.SurfaceLock.acquire(path, wait=True)
+        try:
+            if not os.path.exists(path):  # nobody made it while this job waited
+                x, y = make()
+                shas = {f"{flag}_sha256": _sha256(given[flag]) for flag in TARGET_FLAGS if flag in given}
+                lock.check()
+                save_directions(lock.target, net, spec, x, y, {**provenance, **shas})
+                return x, y
+        finally:
+            lock.release()
+    check_direction_flags(path, given)
+    return load_directions(path, net, spec.dir_type, spec.two_d)
+
+
+def check_direction_flags(path: str, given: Mapping[str, object]) -> None:
+    """Refuse, in one line, direction flags the user set that contradict the direction file ``path``.
+
+    A flag the file does not record (a file of the reference carries no
+    attributes) cannot contradict it; a target model contradicts a file whose
+    direction on that axis is random, or which records another checkpoint.
+    """
+    from . import store
+
+    recorded = store.read_directions(path, tensors=False).attrs
+    made, asked = [], []
+    for flag, value in given.items():
+        if flag in TARGET_FLAGS:
+            sha = recorded.get(f"{flag}_sha256")
+            if recorded.get(flag) == "" or (sha is not None and sha != _sha256(value)):
+                made.append(f"--{flag} {recorded.get(flag) or '(none: a random direction)'}")
+                asked.append(_flag_text(flag, value))
+        elif flag in recorded and recorded[flag] != value:
+            made.append(_flag_text(flag, recorded[flag]))
+            asked.append(_flag_text(flag, value))
+    if made:
+        raise LandscapeError(f"--dir_file {path} was made with {' '.join(made)}, but this request gives "
+                             f"{' '.join(asked)}: leave those flags out to use its directions, or pass "
+                             f"another --dir_file (nothing was changed)")
+
+
+def _flag_text(flag: str, value: object) -> str:
+    """A flag as a command line gives it (a switch: present or not)."""
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"no --{flag}"
+    return f"--{flag} {value}"
+
+
+def _sha256(model_file) -> str:
+    from .networks import checkpoint_sha256
+
+    return checkpoint_sha256(str(model_file))
 
 
 DESCRIPTIVE_ATTRS = ("dir_type", "xnorm", "ynorm", "xignore", "yignore", "same_dir", "seed",

@@ -13,10 +13,12 @@ whichever rank is free first.
 A worker sends back each point's metrics the moment they exist: a few numbers,
 never the grid. No collective call is made per point.
 
-SIGUSR1, SIGTERM or SIGINT (Ctrl-C) on any rank (a scheduler's warning before
-the time limit) stops the handing out of work: the rank that got it tells rank
-0, rank 0 tells every worker, every rank finishes the point it is on, rank 0
-keeps every result, and the job ends so a rerun continues from the file.
+SIGUSR1, SIGTERM, SIGINT (Ctrl-C) or SIGHUP (a closed terminal) on any rank (a
+scheduler's warning before the time limit) stops the handing out of work: the
+rank that got it tells rank 0, rank 0 tells every worker, every rank finishes
+the point it is on, rank 0 keeps every result, and the job ends so a rerun
+continues from the file. Once a rank's work is over, further stop signals are
+ignored until it exits.
 
 An error ends the whole job, printed once. Before the grid every rank runs the
 same steps (``on_every_rank``) and a failure on any of them is raised on all
@@ -67,7 +69,7 @@ FAILED_WORKER_GRACE = 30  # seconds a failed worker waits for rank 0 to end the 
 ABORT_FORWARD_SECONDS = 1.0  # what the launcher gets to forward the last words before an abort
 EXIT_USER_ERROR, EXIT_BUG = 2, 1
 
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _stop = threading.Event()  # signals are per process, so is the stop request
 
 PointFn = Callable[[int], Mapping[str, float]]
@@ -309,10 +311,12 @@ class Context:
 
     @contextmanager
     def stop_on_signals(self) -> Iterator[None]:
-        """While inside, SIGUSR1/SIGTERM/SIGINT request a clean stop instead of killing the process.
+        """While inside, the stop signals request a clean stop instead of killing the process.
 
         A stop requested before (see ``catch_stop_signals``) holds; on the way
-        out the request is cleared and the previous handlers come back.
+        out the request is cleared and the previous handlers come back. Set
+        again here, after MPI has started: its transport may have taken a
+        signal for its own use meanwhile (UCX turns on its debug log on SIGHUP).
         """
         previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
         catch_stop_signals()
@@ -680,7 +684,12 @@ def finalize_together() -> None:
     Under mpirun a rank that exits with a non-zero status (a stopped run's 75)
     while another has not reached MPI_Finalize yet gets that one killed; so
     all ranks finalize at the same moment, and exit in any order after.
+    From here on the stop signals are ignored: there is nothing left to stop,
+    and Python's own teardown would give them back their default action, so
+    a second SIGTERM during it (sent 0.2 s after the first) killed the rank.
     """
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized() or mpi.COMM_WORLD.Get_size() == 1:
         return
@@ -700,7 +709,7 @@ def launch_rank() -> int:
 
 
 def catch_stop_signals() -> None:
-    """From now on SIGUSR1/SIGTERM/SIGINT request a clean stop instead of killing the process.
+    """From now on the stop signals (STOP_SIGNALS) request a clean stop instead of killing the process.
 
     A scheduler's warning before the time limit reaches every rank at any
     moment: while the model loads, during the grid, or on a rank that has

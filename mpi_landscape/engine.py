@@ -24,15 +24,14 @@ import torch
 from . import __version__
 from .curvature import HESSIAN_METRICS, PointCurvature
 from .data import load_splits, shard_sizes
-from .directions import (create_directions, describe_directions, fingerprint, load_directions,
-                         save_directions)
+from .directions import create_directions, describe_directions, fingerprint, load_directions, open_directions
 from .distributed import Context, GroupLayout, RunStats
 from .errors import LandscapeError, require_folder
 from .evaluate import PointEvaluator, SplitData, check_low_memory
 from .task import make_task, metric_names
 from .grid import Grid
 from .networks import checkpoint_sha256, load_network
-from .store import SurfaceWriter
+from .store import SurfaceLock, SurfaceWriter
 
 # Identity keys a rerun may leave out, or a file may lack, without being another request: the
 # Hessian's settings (a file's curvature arrays stay as they are when a rerun computes no curvature)
@@ -59,14 +58,25 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
 
     Everything a user can get wrong is checked before the first point, on the
     rank that can see it: the request and the surface file on rank 0, the data
-    and the model (one forward pass of one batch) on every rank.
+    and the model (one forward pass of one batch) on every rank. Rank 0 holds
+    the surface file's lock before it writes any file (a direction file
+    included), until the end.
     """
+    held: dict = {}
+    try:
+        return _run_surface(config, comm, command_line, held)
+    finally:
+        if "lock" in held:
+            held["lock"].release()  # a no-op once the writer has closed (and released) it
+
+
+def _run_surface(config, comm, command_line: list[str] | None, held: dict) -> RunStats:
     ctx = Context(comm)
     grid = ctx.on_every_rank(lambda: config.grid)
-    held: dict = {}
 
     def prepare() -> str:
         _check_request(config, grid, ctx)
+        held["lock"] = SurfaceLock.acquire(config.resolved_surf_file())
         inputs, dir_file = _load_inputs(config, shard=0, create_missing=True)
         held["inputs"] = inputs
         return dir_file
@@ -84,7 +94,7 @@ def run_surface(config, comm=None, command_line: list[str] | None = None) -> Run
         return evaluator
 
     def open_surface() -> np.ndarray:
-        writer = _open_surface(config, held["inputs"], dir_file, ctx, command_line)
+        writer = _open_surface(config, held["inputs"], dir_file, ctx, command_line, held["lock"])
         held["writer"] = writer
         for note in writer.notes:
             print(note, file=sys.stderr, flush=True)
@@ -190,21 +200,23 @@ def _load_inputs(config, shard: int, create_missing: bool = False,
                          cache_dir=config.cache_dir)
     dir_file = dir_file or config.resolved_dir_file()
     spec = config.direction_spec
-    if os.path.exists(dir_file) or not create_missing:
+    if not create_missing:
         x, y = load_directions(dir_file, net, config.dir_type, two_d=spec.two_d)
     else:
-        others = [load_network(config.model, path) if path else None
-                  for path in (config.model_file2, config.model_file3)]
-        x, y = create_directions(net, spec, *others)
+        def make() -> tuple:
+            others = [load_network(config.model, path) if path else None
+                      for path in (config.model_file2, config.model_file3)]
+            return create_directions(net, spec, *others)
+
         require_folder(dir_file, f"--dir_file {dir_file}")
-        save_directions(dir_file, net, spec, x, y,
-                        {"model": config.model, "model_file": config.model_file,
-                         "model_file2": config.model_file2 or "", "model_file3": config.model_file3 or ""})
+        x, y = open_directions(dir_file, net, spec, config.direction_flags_given(), make,
+                               {"model": config.model, "model_file": config.model_file,
+                                "model_file2": config.model_file2 or "", "model_file3": config.model_file3 or ""})
     return Inputs(net, x, y, splits), dir_file
 
 
 def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
-                  command_line: list[str] | None) -> SurfaceWriter:
+                  command_line: list[str] | None, lock: SurfaceLock) -> SurfaceWriter:
     grid = config.grid
     identity = {
         "model": config.model, "directions_sha256": fingerprint(inputs.x, inputs.y),
@@ -237,7 +249,7 @@ def _open_surface(config, inputs: Inputs, dir_file: str, ctx: Context,
                               dir_file, metric_names(config.split_list, make_task(config.task, config.loss_name))
                               + list(HESSIAN_METRICS) * config.hessian,
                               identity, provenance, flush_seconds=config.flush_seconds,
-                              fsync_every_result=config.fsync_every_result,
+                              fsync_every_result=config.fsync_every_result, lock=lock,
                               optional_identity=OPTIONAL_IDENTITY, identity_defaults=IDENTITY_DEFAULTS, run=run)
 
 

@@ -184,52 +184,96 @@ def _done_from_values(metrics: dict[str, np.ndarray], shape: tuple[int, ...]) ->
 
 
 class SurfaceLock:
-    """One job per surface file: an exclusive ``flock`` on ``<surf_file>.lock`` that names its holder.
+    """One job per file: an exclusive ``flock`` on ``<file>.lock`` that names its holder.
 
-    The OS drops the lock when the holding process ends, however it ends
-    (kill -9, a node that goes down), so a lock file left behind never blocks
-    a rerun; its text (host, pid, start time) only says who holds it.
+    The lock belongs to the file itself: a name reached through a symlink is
+    resolved first (``os.path.realpath``), so every name of one file shares
+    one lock file, beside the file it names (``target``), and that is the path
+    to write. The OS drops the lock when the holding process ends, however it
+    ends (kill -9, a node that goes down), so a lock file left behind never
+    blocks a rerun; its text (host, pid, start time) only says who holds it.
+
+    A lock file deleted by hand while its job runs would let a second job in
+    beside the first: ``check`` (before every write) notices that the lock file
+    is gone or is another one, and ``release`` removes only the job's own.
     """
 
-    def __init__(self, path: str, fd: int | None):
-        self.path, self.fd = path, fd
+    def __init__(self, target: str, fd: int | None):
+        self.target, self.path, self.fd = target, target + LOCK_SUFFIX, fd
+        self._identity = _file_identity(os.fstat(fd)) if fd is not None else None
 
     @classmethod
-    def acquire(cls, surf_file: str) -> "SurfaceLock":
-        """Hold ``surf_file``'s lock, or refuse at once with its holder."""
-        path = surf_file + LOCK_SUFFIX
+    def acquire(cls, file: str, wait: bool = False) -> "SurfaceLock":
+        """Hold ``file``'s lock; if another job holds it, refuse at once with its holder, or with
+        ``wait`` say so and wait until it lets go."""
+        target = os.path.realpath(file)
+        path = target + LOCK_SUFFIX
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise LandscapeError(f"--surf_file {surf_file}: cannot write beside it ({exc})") from None
+                raise LandscapeError(f"{file}: cannot write beside it ({_reason(exc)})") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 1000, 0).decode(errors="replace").strip() or "holder unknown"
+                _lock_exclusively(fd, file, wait)
+            except LandscapeError:
                 os.close(fd)
-                raise LandscapeError(f"{surf_file} is in use by another job ({holder}); wait for it to "
-                                     f"end or stop it, then rerun (nothing was changed)") from None
+                raise
             except OSError as exc:  # a file system without locks (Lustre mounted without -o flock)
                 os.close(fd)
-                print(f"warning: cannot lock {path} ({exc}): make sure no other job writes {surf_file}",
+                print(f"warning: cannot lock {path} ({exc}): make sure no other job writes {file}",
                       file=sys.stderr, flush=True)
-                return cls(path, None)
-            if os.path.exists(path) and os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return cls(target, None)
+            if _names_fd(path, fd):
                 break  # not the file of a holder that released (and removed) it meanwhile
             os.close(fd)
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         os.ftruncate(fd, 0)
         os.write(fd, f"host {socket.gethostname()}, pid {os.getpid()}, started {started}\n".encode())
-        return cls(path, fd)
+        return cls(target, fd)
+
+    def check(self) -> None:
+        """Refuse to go on unless the lock file is still the one this job holds."""
+        if self.fd is not None and not _names_fd(self.path, self.fd):
+            raise LandscapeError(
+                f"the lock file {self.path} was removed or replaced while this job held it, so another "
+                f"job may be writing {self.target}: this job stopped before writing again (what it "
+                f"computed is in that file and its journal); let the other job finish, or stop it, "
+                f"then rerun the same command")
 
     def release(self) -> None:
-        """Remove the lock file (while still holding it) and let go."""
+        """Remove the lock file if it is still this job's (while holding it), and let go."""
         if self.fd is None:
             return
-        _remove_if_present(self.path)
+        if _names_fd(self.path, self.fd):
+            _remove_if_present(self.path)
         os.close(self.fd)
         self.fd = None
+
+
+def _lock_exclusively(fd: int, file: str, wait: bool) -> None:
+    """``flock`` ``fd`` exclusively: at once, or refused naming the holder, or waited for with ``wait``."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        holder = os.pread(fd, 1000, 0).decode(errors="replace").strip() or "holder unknown"
+    if not wait:
+        raise LandscapeError(f"{file} is in use by another job ({holder}); wait for it to end or stop "
+                             f"it, then rerun (nothing was changed)")
+    print(f"note: waiting for another job to finish writing {file} ({holder})", file=sys.stderr, flush=True)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _file_identity(stat: os.stat_result) -> tuple[int, int]:
+    return stat.st_dev, stat.st_ino
+
+
+def _names_fd(path: str, fd: int) -> bool:
+    """Whether ``path`` is (still) the file open as ``fd``: neither removed nor replaced."""
+    try:
+        return _file_identity(os.stat(path)) == _file_identity(os.fstat(fd))
+    except OSError:
+        return False
 
 
 class SurfaceWriter:
@@ -264,12 +308,13 @@ class SurfaceWriter:
              metric_names: Iterable[str], identity: Mapping, attrs: Mapping | None = None,
              flush_seconds: float = 2.0, fsync_every_result: bool = False,
              optional_identity: Iterable[str] = (), identity_defaults: Mapping | None = None,
-             run: Mapping | None = None) -> "SurfaceWriter":
+             run: Mapping | None = None, lock: SurfaceLock | None = None) -> "SurfaceWriter":
         """Create the surface file, or reopen it after checking it matches ``identity``.
 
         An existing file whose identity (grid, directions, model, data, task)
         differs from the request is refused and left untouched, and so is a file
-        another live job holds. Identities are compared on the keys of both: a
+        another live job holds (``lock``: the file's lock, if the caller took it already).
+        Identities are compared on the keys of both: a
         key one side lacks stands for its ``identity_defaults`` value, and is no
         mismatch at all when it is in ``optional_identity`` (the settings of
         metrics a rerun may leave out, such as the Hessian's). What a rerun
@@ -290,7 +335,8 @@ class SurfaceWriter:
         require_folder(path, f"--surf_file {path}")
         request = _Request(x, y, metric_names, _as_json(identity), frozenset(optional_identity),
                            _as_json(identity_defaults or {}))
-        lock = SurfaceLock.acquire(path)
+        lock = lock or SurfaceLock.acquire(path)
+        path = lock.target  # a symlink's target: a snapshot replaces that file, never the link
         try:
             return cls._open_held(path, dir_file, request, dict(attrs or {}), flush_seconds,
                                   fsync_every_result, lock, dict(run or {}))
@@ -342,6 +388,7 @@ class SurfaceWriter:
     def record(self, index: int, values: Mapping[str, float]) -> None:
         """Store one point's metrics: journal first, then memory."""
         line = json.dumps({"i": int(index), "m": {k: float(v) for k, v in values.items()}}) + "\n"
+        self._lock.check()
         try:
             self._journal.write(line)
             self._journal.flush()
@@ -359,6 +406,7 @@ class SurfaceWriter:
         due = self._dirty and time.monotonic() - self._last_flush >= self.flush_seconds
         if not (force or due):
             return False
+        self._lock.check()
         with _atomic_h5(self.path) as f:
             self._write_snapshot(f)
         self._dirty = False

@@ -13,14 +13,15 @@ killed computes only the points that are not in the file yet.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from .cli import add_flag, exit_on_user_error, new_parser, parse_config
+from .cli import add_flag, exit_on_user_error, given_flags, new_parser, parse_config
 from .distributed import catch_stop_signals, finalize_together
-from .directions import DIR_TYPES, IGNORES, NORMS, DirectionSpec, default_dir_file
+from .directions import DIR_TYPES, IGNORES, NORMS, SPEC_FLAGS, TARGET_FLAGS, DirectionSpec, default_dir_file
 from .evaluate import BN_MODES, PRECISIONS
 from .task import LOSS_NAMES
 from .grid import Grid
@@ -72,6 +73,18 @@ class SurfaceConfig:
     hessian_max_iter: int = 100
     flush_seconds: float = 2.0
     fsync_every_result: bool = False
+    given: tuple[str, ...] | None = None  # the flags set on the command line; None: those off their defaults
+
+    def is_given(self, name: str) -> bool:
+        """Whether the field ``name`` was set by the user rather than left at its default."""
+        if self.given is not None:
+            return name in self.given
+        return getattr(self, name) != next(f.default for f in dataclasses.fields(self) if f.name == name)
+
+    def direction_flags_given(self) -> dict[str, object]:
+        """The direction flags the user set, which an existing direction file must not contradict."""
+        return {name: getattr(self, name) for name in (*SPEC_FLAGS, *TARGET_FLAGS)
+                if self.is_given(name) and getattr(self, name) is not None}
 
     @property
     def grid(self) -> Grid:
@@ -211,7 +224,7 @@ def run_command(module: str, parser: argparse.ArgumentParser, argv: list[str] | 
     """
     argv = sys.argv[1:] if argv is None else argv
     catch_stop_signals()
-    config = parse_config(parser, SurfaceConfig, argv)
+    config = dataclasses.replace(parse_config(parser, SurfaceConfig, argv), given=given_flags(parser, argv))
     with exit_on_user_error():
         stats = run(adapt(config), command_line=["python", "-m", module, *argv])
     finalize_together()

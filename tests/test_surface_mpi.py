@@ -51,7 +51,8 @@ def test_same_seed_same_surface_and_files_read_the_reference_way(demo_checkpoint
     """Z[iy, ix] with meshgrid(x, y), as the reference's plotting code reads it; non-square grid."""
     out = tmp_path / "s.h5"
     proc = run_module("mpi_landscape.surface",
-                      *surface_args(demo_checkpoint, out, "--x=-1:1:6", "--y=-0.5:0.5:3", "--seed", "9"),
+                      *surface_args(demo_checkpoint, out, "--x=-1:1:6", "--y=-0.5:0.5:3", "--seed", "9",
+                                   "--dir_file", str(tmp_path / "d9.h5")),
                       ranks=2)
     assert proc.returncode == 0, proc.stderr
     with h5py.File(out, "r") as f:
