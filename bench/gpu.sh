@@ -2,8 +2,9 @@
 # GPU figures in one go, from a plain checkout (no install, no internet): seconds per grid
 # point of the engine against the reference style (point_speed.py), then two real 11x11
 # surfaces of a ResNet-56 over 50,000 CIFAR-shaped images through `python -m
-# mpi_landscape.surface`: the fast mode (bf16, compiled) and fp32. Sized for about 7 minutes on
-# one H100.
+# mpi_landscape.surface`: the fast mode (bf16, compiled) and fp32; then the peer rows,
+# compute_surface against loss-landscapes (peer_speed.py, when loss-landscapes is installed;
+# ResNet-20 on 10,000 images). Sized for about 8 minutes on one H100.
 #
 #   bash bench/gpu.sh                    # from anywhere; needs torch, torchvision, h5py, mpi4py
 #   OUT=/some/folder bash bench/gpu.sh   # also copy the log and the result files there
@@ -15,7 +16,8 @@
 # normalized as CIFAR-10 is: speed does not depend on what they show. For a quick check on a
 # machine without a GPU, shrink it:
 #
-#   BENCH_DEVICE=cpu BENCH_IMAGES=64 BENCH_GRID=3 bash bench/gpu.sh --models resnet20 --repeats 1 --min_seconds 0
+#   BENCH_DEVICE=cpu BENCH_IMAGES=64 BENCH_GRID=3 BENCH_PEER_IMAGES=64 BENCH_PEER_ROUNDS=1 \
+#       BENCH_PEER_MODELS=linear,resnet20 bash bench/gpu.sh --models resnet20 --repeats 1 --min_seconds 0
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -110,6 +112,18 @@ with open(os.path.join(work, f"surface_{machine}.json"), "w") as out:
     json.dump({"benchmark": "surface", "machine": machine, **env, "model": "resnet56", "images": images,
                "grid": f"{grid}x{grid}", "runs": runs}, out, indent=2)
 EOF
+
+    # Peer rows: compute_surface against loss-landscapes (bench/peer_speed.py) on the same device.
+    local peer_images=${BENCH_PEER_IMAGES:-10000}
+    echo; echo "== peers: bench/peer_speed.py --device $device --images $peer_images"
+    if "$python" -c "import loss_landscapes" 2>/dev/null; then
+        "$python" bench/peer_speed.py --device "$device" --images "$peer_images" \
+            --rounds "${BENCH_PEER_ROUNDS:-5}" ${BENCH_PEER_MODELS:+--models "$BENCH_PEER_MODELS"} || status=$?
+        [[ -z "${OUT:-}" ]] || find bench/results -name 'peer_speed_*.json' -newer "$work/start" -exec cp {} "$OUT"/ \;
+    else
+        echo "loss_landscapes is not installed: pip install -r bench/requirements.txt (skipped)"
+    fi
+
     echo "($((SECONDS - started)) s in all)"
 
     if [[ -n "${OUT:-}" ]]; then

@@ -77,6 +77,12 @@ def environment(device: str = "cpu") -> dict:
     return env
 
 
+def load_average() -> float:
+    """The machine's one-minute load average: how many processes shared its cores meanwhile."""
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
 def write_result(benchmark: str, machine: str, payload: dict) -> Path:
     """Write ``payload`` as ``results/<benchmark>_<machine>.json`` and return the path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

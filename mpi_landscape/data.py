@@ -10,17 +10,20 @@ shard; images can stay uint8 (``uint8=True``) and are normalized per batch.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import torch
-from torchvision.datasets import CIFAR10
 
 from .errors import LandscapeError
 from .evaluate import PixelNorm, SplitData
 from .task import import_factory, map_tensors, tensors_of
+
+if TYPE_CHECKING:  # torchvision is imported only by the runs that read CIFAR-10 or an image folder
+    from torchvision.datasets import CIFAR10
 
 SPLITS = ("train", "test")
 # The per-channel statistics the paper's CIFAR-10 networks were trained with.
@@ -149,24 +152,32 @@ def cifar_inputs(pixels: np.ndarray, raw_data: bool = False) -> torch.Tensor:
     return cifar_norm(raw_data).apply(torch.from_numpy(pixels).permute(0, 3, 1, 2)).contiguous()
 
 
-class LocalCIFAR10(CIFAR10):
+@functools.cache
+def _local_cifar10_class() -> type[CIFAR10]:
     """torchvision's CIFAR10 loader trusting the files that are present in a local folder.
 
     torchvision checks md5 sums made for the official archive; a local folder
     in the same format (a subset, a re-export, the tests' small copy) is
     refused by them although it loads fine. Downloads still use the checksums.
+    Made on first use: importing torchvision costs seconds that other datasets do not need.
     """
+    from torchvision.datasets import CIFAR10
 
-    train_list = [[name, None] for name, _ in CIFAR10.train_list]
-    test_list = [[name, None] for name, _ in CIFAR10.test_list]
-    meta = {**CIFAR10.meta, "md5": None}
+    class LocalCIFAR10(CIFAR10):
+        train_list = [[name, None] for name, _ in CIFAR10.train_list]
+        test_list = [[name, None] for name, _ in CIFAR10.test_list]
+        meta = {**CIFAR10.meta, "md5": None}
+
+    return LocalCIFAR10
 
 
-def local_cifar10(root: str, train: bool, download: bool = False) -> LocalCIFAR10:
+def local_cifar10(root: str, train: bool, download: bool = False) -> CIFAR10:
     """One CIFAR-10 split from ``root``, downloading it first only when asked to."""
+    from torchvision.datasets import CIFAR10
+
     if download:
         CIFAR10(root=root, train=train, download=True)
-    return LocalCIFAR10(root=root, train=train)
+    return _local_cifar10_class()(root=root, train=train)
 
 
 def demo_split(split: str, n: int | None = None) -> SplitData:

@@ -40,12 +40,11 @@ from .directions import Direction, model_tensors
 from .errors import LandscapeError, check_choice
 from .folding import fold_batchnorm
 from .task import Inputs, Task, check_first_batch, make_task, map_tensors, tensors_of
+from .threads import cpu_batch_size, largest_activation_bytes
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 BN_MODES = ("eval", "recompute")
 DEVICE_DATA_FRACTION = 0.5  # share of free device memory the data may take
-CPU_BATCH_INPUT_BYTES = 1.5e6  # on a CPU a batch's inputs this large keep activations in cache
-CPU_BATCH_RANGE = (32, 4096)
 MAX_AUTO_BATCH = 16384  # the largest batch tried on a GPU
 PREFLIGHT_SAMPLES = 8  # the batch of the check before the first point
 STREAM_CHUNK_BYTES = 256 * 2**20  # the most a streamed chunk holds (two are on the device at once)
@@ -563,20 +562,26 @@ class PointEvaluator:
         dtype = PRECISIONS[precision]
         return contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
 
+    @torch.inference_mode()
+    def _activation_bytes(self, precision: str) -> int:
+        """Bytes per sample of the largest tensor a module of the network outputs, in ``precision``."""
+        with self._autocast(precision):
+            largest = largest_activation_bytes(self.net, lambda: self._sample_outputs(self.net))
+        return largest // min(PREFLIGHT_SAMPLES, len(self.data))
+
     def _largest_batch(self, precision: str, forward) -> int:
         """The batch for ``forward`` in ``precision`` when ``--batch_size`` is not given.
 
         On a GPU the largest power of two whose forward pass fits (at most
-        MAX_AUTO_BATCH). On a CPU large batches are slower: activations fall
-        out of cache. The batch there is the power of two whose inputs (or
-        outputs, when larger: a language model's logits) take about 1.5 MB
-        (128 CIFAR images, thousands of small vectors).
+        MAX_AUTO_BATCH). On a CPU ``threads.cpu_batch_size``: the whole split,
+        or the fewest equal batches, whose largest activation (any module's
+        output, the inputs or a language model's logits) stays within about
+        32 MB, measured by bench/batch_rule.py.
         """
         n = len(self.data)
         if self.device.type != "cuda":
-            sample_bytes = max(self.data.sample_bytes(), self.sample_output_bytes)
-            batch = 1 << round(math.log2(max(1.0, CPU_BATCH_INPUT_BYTES / sample_bytes)))
-            return min(max(batch, CPU_BATCH_RANGE[0]), CPU_BATCH_RANGE[1], n)
+            return cpu_batch_size(n, max(self.data.sample_bytes(), self.sample_output_bytes,
+                                         self._activation_bytes(precision)))
 
         def forward_fits(batch: int) -> None:
             with torch.inference_mode(), self._autocast(precision):

@@ -152,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--task", help="what a batch means: classification, language_model, regression, "
                                "or package.module:factory returning a mpi_landscape.task.Task")
     add_flag(p, "--batch_size", type=int,
-             help="evaluation batch size (default: the largest that fits on a GPU; on a CPU, "
-                  "about 1.5 MB of inputs, e.g. 128 CIFAR images)")
+             help="evaluation batch size (default: the largest that fits on a GPU; on a CPU, the "
+                  "whole split or equal batches whose largest activation is at most 32 MB, "
+                  "e.g. 512 CIFAR images for a ResNet)")
     add_flag(p, "--precision", choices=tuple(PRECISIONS),
              help="forward pass precision; bf16/fp16 also store an fp32 check of the centre point")
     add_flag(p, "--low_memory", action="store_true",

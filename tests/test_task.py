@@ -280,11 +280,11 @@ def test_trajectory_prints_a_surface_command_with_its_task():
 
 
 def test_cpu_batch_of_a_language_model_is_sized_by_its_logits():
-    """A token is 2 bytes but its logits are 4·vocabulary: the CPU batch follows the larger."""
-    data = token_split(n=300, length=8, vocab=500)
+    """A token is 5 bytes (id and mask) but its logits are 4·vocabulary: the CPU batch follows the larger."""
+    data = token_split(n=3000, length=8, vocab=500)
     ev = evaluator(TinyLM(vocab=500).eval(), {"train": data}, "language_model")
     assert ev.sample_output_bytes == 8 * 500 * 4
-    assert ev.batch_size == 128  # the power of two nearest 1.5 MB / 16 kB, not the 4,096 its inputs suggest
+    assert ev.batch_size == 1500  # 32 MB / 16 kB: 2,097 a batch at most, two of 1,500; not the whole split
 
 
 class TwoInputs(nn.Module):
