@@ -16,12 +16,13 @@ import matplotlib
 import numpy as np
 from matplotlib import animation
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter
 
 from ..errors import LandscapeError, require_folder
 from ..store import Surface
 from .plot_data import axis_label, diverged_mask, masked_values, metric_label
+from .figure_3d import face_colours
 from .plot_figures import DIVERGED_STYLE, Scale
+from .plot_scale import tick_labels
 
 WRITERS = {".gif": "pillow", ".mp4": "ffmpeg"}
 FRAMES_PER_SECOND = 2.0
@@ -59,8 +60,9 @@ def _animated_figure(frames: Sequence[tuple[Surface, str]], metric: str, scale: 
     contour_ax = fig.add_axes(CONTOUR_RECT)
     bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=scale.norm(), cmap=scale.cmap),
                        cax=fig.add_axes(COLOUR_BAR_RECT), label=metric_label(metric, frames[0][0]))
-    bar.set_ticks(scale.ticks())
-    bar.formatter = FormatStrFormatter("%g")
+    ticks = scale.bar_ticks(scale.vmin, scale.vmax)
+    bar.set_ticks(ticks, labels=tick_labels(ticks))
+    bar.minorticks_off()
     first = frames[0][0]
     x_range = (min(s.x.min() for s, _ in frames), max(s.x.max() for s, _ in frames))
     y_range = (min(s.y.min() for s, _ in frames), max(s.y.max() for s, _ in frames))
@@ -73,8 +75,8 @@ def _animated_figure(frames: Sequence[tuple[Surface, str]], metric: str, scale: 
         clipped = np.clip(z.filled(np.nan), scale.vmin, scale.vmax)
         surface_ax.clear()
         xx, yy = np.meshgrid(surface.x, surface.y)
-        colours = matplotlib.colormaps[scale.cmap](scale.norm()(np.ma.masked_invalid(clipped)))
-        surface_ax.plot_surface(xx, yy, np.log10(clipped) if scale.log else clipped, facecolors=colours,
+        surface_ax.plot_surface(xx, yy, np.log10(clipped) if scale.log else clipped,
+                                facecolors=face_colours(np.ma.masked_invalid(clipped), scale),
                                 linewidth=0, antialiased=True, shade=False)
         surface_ax.set(xlim=x_range, ylim=y_range, zlim=heights, xlabel="α", ylabel="β")
         surface_ax.set_zlabel(f"log10 {metric}" if scale.log else metric)
