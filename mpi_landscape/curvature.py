@@ -30,6 +30,10 @@ Matvec = Callable[[torch.Tensor], torch.Tensor]
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
 
+class NonFiniteHessian(ArithmeticError):
+    """The loss or a Hessian-vector product is not finite: the network has diverged at this point."""
+
+
 def covered_parameters(net: torch.nn.Module, ignore: str = "biasbn") -> list[torch.nn.Parameter]:
     """The parameters a ``--dir_type weights`` direction moves: with ``ignore="biasbn"`` only dim > 1."""
     return [p for p in net.parameters() if is_covered(p, ignore)]
@@ -55,9 +59,12 @@ class Hessian:
         self.products = 0
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        """H·v for a flat vector ``v`` of length ``dim``; float64."""
+        """H·v for a flat vector ``v`` of length ``dim``; float64.
+
+        Raises NonFiniteHessian when the loss or the product is not finite.
+        """
         pieces = self.split(v)
-        total = torch.zeros(self.dim + 1, dtype=torch.float64, device=self.device)  # H·v sums, then the count
+        total = torch.zeros(self.dim + 2, dtype=torch.float64, device=self.device)  # H·v sums, loss, count
         task = self.task
         with torch.enable_grad():
             for inputs, targets in self.batches():
@@ -65,12 +72,15 @@ class Hessian:
                 grads = torch.autograd.grad(parts["loss"].sum(), self.params, create_graph=True)
                 dot = sum((g * u).sum() for g, u in zip(grads, pieces))
                 hv = torch.autograd.grad(dot, self.params)
-                total[:-1] += torch.cat([h.reshape(-1) for h in hv]).double()
+                total[:-2] += torch.cat([h.reshape(-1) for h in hv]).double()
+                total[-2] += parts["loss"].detach().sum(dtype=torch.float64)
                 total[-1] += parts["count"].sum() if "count" in parts else len(parts["loss"])
         self.products += 1
         total = self.reduce(total)
+        if not bool(torch.isfinite(total).all()):
+            raise NonFiniteHessian("the loss or its Hessian-vector product is not finite")
         self.terms = int(total[-1])  # the loss terms the mean is over: samples, or a split's scored tokens
-        return total[:-1] / total[-1]
+        return total[:-2] / total[-1]
 
     def split(self, v: torch.Tensor) -> list[torch.Tensor]:
         """A flat vector as one tensor per covered parameter, in its shape and dtype."""
@@ -254,8 +264,12 @@ class PointCurvature:
         self.tol, self.max_steps, self.seed = tol, max_steps, seed
 
     def __call__(self) -> dict[str, float]:
-        pairs = extreme_eigenpairs(self.hessian, self.hessian.dim, 1, self.tol, self.max_steps,
-                                   self.seed, self.hessian.device)
+        """The point's curvature; NaN for all three where the network has diverged (done, as loss points are)."""
+        try:
+            pairs = extreme_eigenpairs(self.hessian, self.hessian.dim, 1, self.tol, self.max_steps,
+                                       self.seed, self.hessian.device)
+        except NonFiniteHessian:
+            return dict.fromkeys(HESSIAN_METRICS, math.nan)
         ratio = abs(pairs.min_value / pairs.max_value) if pairs.max_value != 0 else float("inf")
         return {"max_eig": pairs.max_value, "min_eig": pairs.min_value, "eig_ratio": ratio}
 

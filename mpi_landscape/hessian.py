@@ -31,7 +31,7 @@ import torch
 
 from . import __version__
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
-from .curvature import (Hessian, covered_parameters, density_on_grid, extreme_eigenpairs,
+from .curvature import (Hessian, NonFiniteHessian, covered_parameters, density_on_grid, extreme_eigenpairs,
                         hutchinson_trace, spectral_density)
 from .data import load_splits
 from .directions import (IGNORES, NORMS, DirectionSpec, eigenvector_direction, model_tensors,
@@ -165,11 +165,16 @@ def run(config: HessianConfig, comm=None, command_line: list[str] | None = None)
 
         hessian = Hessian(net, covered_parameters(net, config.xignore), batches,
                           make_task("classification", config.loss_name), reduce)
-        pairs = extreme_eigenpairs(hessian, hessian.dim, config.top_k, config.tol, config.max_iter,
-                                   config.seed, device)
-        trace, trace_error = hutchinson_trace(hessian, hessian.dim, config.trace_samples, config.seed, device)
-        nodes, weights = spectral_density(hessian, hessian.dim, config.slq_runs, config.slq_steps,
-                                          config.seed, device)
+        try:
+            pairs = extreme_eigenpairs(hessian, hessian.dim, config.top_k, config.tol, config.max_iter,
+                                       config.seed, device)
+            trace, trace_error = hutchinson_trace(hessian, hessian.dim, config.trace_samples, config.seed, device)
+            nodes, weights = spectral_density(hessian, hessian.dim, config.slq_runs, config.slq_steps,
+                                              config.seed, device)
+        except NonFiniteHessian:
+            raise LandscapeError(f"the loss of --model_file {config.model_file} or its Hessian-vector products "
+                                 f"are not finite on the {config.split} split: the network has diverged "
+                                 f"there, and its Hessian has no spectrum") from None
         grid, density = density_on_grid(nodes, weights)
         seconds = time.perf_counter() - started
         spectrum = Spectrum(np.array(pairs.top_values), pairs.min_value, trace, trace_error,
