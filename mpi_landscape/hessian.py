@@ -104,7 +104,8 @@ def build_parser():
     add_flag(p, "--xignore", choices=IGNORES,
              help="biasbn: the Hessian leaves out biases and BN parameters, as the directions do")
     add_flag(p, "--top_k", type=int, help="how many of the largest eigenvalues to report (at least 2)")
-    add_flag(p, "--tol", type=float, help="Lanczos stops when every residual is below tol·|λmax|")
+    add_flag(p, "--tol", type=float, help="relative precision of each eigenvalue: Lanczos stops when each wanted one has "
+                                                  "settled and its residual is below tol·max(|λ|, |λmax|/100)")
     add_flag(p, "--max_iter", type=int, help="most Lanczos steps (Hessian-vector products)")
     add_flag(p, "--trace_samples", type=int, help="Hutchinson probes for the trace")
     add_flag(p, "--slq_runs", type=int, help="stochastic Lanczos quadrature runs for the density")

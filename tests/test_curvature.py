@@ -11,6 +11,8 @@ from mpi_landscape.curvature import (Hessian, covered_parameters, density_on_gri
                                      hutchinson_trace, lanczos, spectral_density)
 from mpi_landscape.data import demo_split
 
+from conftest import train_demo_net
+
 
 def tiny_net(seed: int = 0) -> torch.nn.Module:
     """An MLP with BatchNorm, a few hundred weights, briefly trained on the demo spirals."""
@@ -90,6 +92,37 @@ def test_a_loose_tolerance_stops_earlier_than_a_tight_one(problem):
     tight = extreme_eigenpairs(operator, operator.dim, tol=1e-6, max_steps=200)
     assert loose.steps < tight.steps
     assert loose.max_value == pytest.approx(tight.max_value, rel=1e-2)
+
+
+@pytest.fixture(scope="module")
+def trained_demo(one_thread):
+    """The trained demo MLP on 300 samples, whose λmin is negative and small beside λmax: its operator
+    per ``--xignore`` and an independent, tightly converged reference (ARPACK) for both extremes."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    net, data = train_demo_net(), demo_split("train", 300)
+    cases = {}
+    for ignore in ("none", "biasbn"):
+        operator = Hessian(net, covered_parameters(net, ignore), lambda: iter([(data.inputs, data.targets)]))
+        linear = LinearOperator((operator.dim, operator.dim), dtype=np.float64,
+                                matvec=lambda v: operator(torch.from_numpy(v.ravel())).numpy())
+        lowest = eigsh(linear, k=1, which="SA", tol=1e-12, ncv=60, v0=np.ones(operator.dim))[0][0]
+        highest = eigsh(linear, k=1, which="LA", tol=1e-12, ncv=60, v0=np.ones(operator.dim))[0][0]
+        cases[ignore] = operator, lowest, highest
+    return cases
+
+
+@pytest.mark.parametrize("tol", [1e-4, 1e-3])  # the hessian command's default, and the surface's
+@pytest.mark.parametrize("ignore,seed", [("none", 3), ("none", 7), ("biasbn", 123)])
+def test_lambda_min_is_right_at_every_tolerance(trained_demo, tol, ignore, seed):
+    """Starts from which a neighbour of λmin converges first: λmin must not stop there."""
+    operator, lowest, highest = trained_demo[ignore]
+    assert operator.dim == (4803 if ignore == "none" else 4416)
+    assert lowest < 0 < highest and abs(lowest) < 0.1 * highest
+    pairs = extreme_eigenpairs(operator, operator.dim, tol=tol, max_steps=200, seed=seed)
+    assert pairs.converged
+    assert abs(pairs.max_value - highest) <= tol * highest
+    assert abs(pairs.min_value - lowest) <= tol * max(abs(lowest), 0.01 * highest)
 
 
 def test_trace_is_within_its_reported_error(problem):
