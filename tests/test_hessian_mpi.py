@@ -124,6 +124,7 @@ def test_spectrum_under_mpirun_equals_one_process_and_files_are_kept(tmp_path, d
         assert f["trace"][()] == pytest.approx(alone.trace, rel=1e-6)
         assert f["slq_nodes"].shape == (1, 20) and f["density"].shape == f["density_grid"].shape
         assert json.loads(f.attrs["config"])["top_k"] == 3 and f.attrs["ranks"] == 2
+        assert 2 <= f.attrs["trace_probes"] <= 10 and f.attrs["kept_gradient_graph"]
         assert f.attrs["model_file_sha256"] == models.checkpoint_sha256(demo_checkpoint)
     before = (tmp_path / "two.h5").read_bytes()
     again = run_module("mpi_landscape.hessian", *args, "--spectrum_file", "two.h5", "--dir_file", "d3.h5",
