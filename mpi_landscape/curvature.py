@@ -90,7 +90,7 @@ class Hessian:
         total = torch.zeros(self.dim + 2, dtype=torch.float64, device=self.device)  # H·v sums, loss, count
         with torch.enable_grad():
             for batch in self._gradients():
-                hv = torch.autograd.grad(torch.dot(batch.gradient, v.to(batch.gradient.dtype)), self.params,
+                hv = torch.autograd.grad(batch.gradient, self.params, grad_outputs=v.to(batch.gradient.dtype),
                                          retain_graph=self.keep_graph)
                 total[:-2] += torch.cat([h.reshape(-1) for h in hv]).double()
                 total[-2] += batch.loss
