@@ -141,7 +141,7 @@ def measure(name: str, net, inputs, targets, rounds: int, products: int, tol: fl
 
         def ours_trace():
             op = engine.operator()
-            trace = hutchinson_trace(op, dim, trace_max, seed=r, device=device, rel_error=trace_tol)
+            trace = hutchinson_trace(op, dim, trace_max, seed=1000 + r, device=device, rel_error=trace_tol)
             return {"value": trace.value, "error": trace.error, "probes": trace.probes}
 
         def theirs_trace():
@@ -204,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
                                args.trace_max, args.device))
         for what, s in results[-1]["summary"].items():
             print(f"  {what}: {s}", flush=True)
-    machine = machine_name(args.device)
-    path = write_result("hessian_peers", machine, {"benchmark": "hessian_peers", "machine": machine,
-                                                   **environment(args.device), "results": results})
-    print(f"wrote {path}")
+        machine = machine_name(args.device)  # written after each workload: a stopped run keeps what it measured
+        path = write_result("hessian_peers", machine, {"benchmark": "hessian_peers", "machine": machine,
+                                                       **environment(args.device), "results": results})
+        print(f"wrote {path}", flush=True)
     return 0
 
 

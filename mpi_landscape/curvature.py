@@ -41,6 +41,7 @@ def covered_parameters(net: torch.nn.Module, ignore: str = "biasbn") -> list[tor
 
 
 GRAPH_MEMORY_FRACTION = 0.25  # share of free memory a kept gradient graph may take
+GRAPH_PROBE_SAMPLES = 64  # the batch the graph's size per sample is measured on (small: it must fit anywhere)
 TRACE_MIN_PROBES = 10  # Hutchinson probes before the standard error is trusted to stop
 
 
@@ -150,7 +151,7 @@ def plan_products(net: torch.nn.Module, params: list[torch.nn.Parameter], task: 
     """The batch and whether to keep the gradient graph, for products over ``samples`` samples.
 
     ``first(b)`` gives the first ``b`` samples (inputs, targets) on the
-    device. When the whole split's gradient graph (measured on one batch)
+    device. When the whole split's gradient graph (measured on a small batch)
     takes at most GRAPH_MEMORY_FRACTION of the free memory, it is kept, built
     from the whole split in one batch (the fewest passes, and on a CPU the
     fastest for small networks). Otherwise each product rebuilds it batch by
@@ -158,7 +159,7 @@ def plan_products(net: torch.nn.Module, params: list[torch.nn.Parameter], task: 
     product fits. A ``batch_size`` the user gave is kept either way.
     """
     device = params[0].device
-    probe = min(batch_size or default_batch, samples)
+    probe = min(batch_size or default_batch, samples, GRAPH_PROBE_SAMPLES)
     per_sample = gradient_graph_bytes(net, params, task, *first(probe)) / probe
     keep = per_sample * samples <= GRAPH_MEMORY_FRACTION * free_memory(device)
     if batch_size:
