@@ -17,7 +17,12 @@
 # machine without a GPU, shrink it:
 #
 #   BENCH_DEVICE=cpu BENCH_IMAGES=64 BENCH_GRID=3 BENCH_PEER_IMAGES=64 BENCH_PEER_ROUNDS=1 \
-#       BENCH_PEER_MODELS=linear,resnet20 bash bench/gpu.sh --models resnet20 --repeats 1 --min_seconds 0
+#       BENCH_PEER_MODELS=linear,resnet20 BENCH_HESSIAN_IMAGES=32 BENCH_HESSIAN_ROUNDS=1 \
+#       bash bench/gpu.sh --models resnet20 --repeats 1 --min_seconds 0
+#
+# The curvature rows (bench/hessian_peers.py against PyHessian on the demo MLP and ResNet-20,
+# BENCH_HESSIAN_IMAGES images, default 2048, BENCH_HESSIAN_ROUNDS rounds, default 5) need
+# pyhessian; without it they are skipped with a note.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -119,16 +124,26 @@ EOF
     if "$python" -c "import loss_landscapes" 2>/dev/null; then
         "$python" bench/peer_speed.py --device "$device" --images "$peer_images" \
             --rounds "${BENCH_PEER_ROUNDS:-5}" ${BENCH_PEER_MODELS:+--models "$BENCH_PEER_MODELS"} || status=$?
-        [[ -z "${OUT:-}" ]] || find bench/results -name 'peer_speed_*.json' -newer "$work/start" -exec cp {} "$OUT"/ \;
     else
         echo "loss_landscapes is not installed: pip install -r bench/requirements.txt (skipped)"
     fi
 
+    # Curvature against PyHessian (bench/hessian_peers.py): products, λmax and trace, interleaved.
+    local hessian_images=${BENCH_HESSIAN_IMAGES:-2048}
+    echo; echo "== curvature against PyHessian: bench/hessian_peers.py --device $device --images $hessian_images"
+    if "$python" -c "import pyhessian" 2>/dev/null; then
+        "$python" bench/hessian_peers.py --device "$device" --images "$hessian_images" \
+            --rounds "${BENCH_HESSIAN_ROUNDS:-5}" || status=$?
+    else
+        echo "pyhessian is not installed (pip install pyhessian==0.1): no curvature rows"
+    fi
     echo "($((SECONDS - started)) s in all)"
 
     if [[ -n "${OUT:-}" ]]; then
         mkdir -p "$OUT"
         find bench/results -name 'point_speed_*.json' -newer "$work/start" -exec cp {} "$OUT"/ \;
+        find bench/results -name 'hessian_peers_*.json' -newer "$work/start" -exec cp {} "$OUT"/ \;
+        find bench/results -name 'peer_speed_*.json' -newer "$work/start" -exec cp {} "$OUT"/ \;
         cp "$work"/surface_*.json "$OUT"/ || status=$?
         echo "copied the result files to $OUT"
     fi

@@ -31,8 +31,8 @@ import torch
 
 from . import __version__
 from .cli import add_flag, exit_on_user_error, new_parser, parse_config
-from .curvature import (Hessian, covered_parameters, density_on_grid, extreme_eigenpairs,
-                        hutchinson_trace, spectral_density)
+from .curvature import (Hessian, NonFiniteHessian, covered_parameters, density_on_grid, extreme_eigenpairs,
+                        hutchinson_trace, plan_products, spectral_density)
 from .data import load_splits
 from .directions import (IGNORES, NORMS, DirectionSpec, eigenvector_direction, model_tensors,
                          normalize_direction, random_direction, save_directions)
@@ -44,6 +44,7 @@ from .store import Spectrum, write_spectrum
 from .task import make_task
 
 Y_DIRECTIONS = ("eigenvector", "random")
+DEFAULT_BATCH = 256  # samples per product pass where a shard's gradient graph is not kept
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,13 @@ class HessianConfig:
     data_split: int = 1
     split: str = "train"
     loss_name: str = "crossentropy"
-    batch_size: int = 256
+    batch_size: int | None = None
     xignore: str = "biasbn"
     top_k: int = 2
     tol: float = 1e-4
     max_iter: int = 200
-    trace_samples: int = 100
+    trace_samples: int = 200
+    trace_tol: float = 0.02
     slq_runs: int = 1
     slq_steps: int = 90
     y_direction: str = "eigenvector"
@@ -100,13 +102,20 @@ def build_parser():
     add_flag(p, "--data_split", type=int, help="use a fixed random 1/N of the split (quick preview)")
     add_flag(p, "--split", choices=("train", "test"), help="the split whose mean loss the Hessian is of")
     add_flag(p, "--loss_name", choices=LOSS_NAMES, help="per-sample loss")
-    add_flag(p, "--batch_size", type=int, help="batch of each Hessian-vector product pass")
+    add_flag(p, "--batch_size", type=int,
+             help="batch of each Hessian-vector product pass (default: each rank's whole shard at once, "
+                  "its gradient graph built once and kept, where it fits in memory; else 256 samples, "
+                  "or on a GPU the most that fit)")
     add_flag(p, "--xignore", choices=IGNORES,
              help="biasbn: the Hessian leaves out biases and BN parameters, as the directions do")
     add_flag(p, "--top_k", type=int, help="how many of the largest eigenvalues to report (at least 2)")
-    add_flag(p, "--tol", type=float, help="Lanczos stops when every residual is below tol·|λmax|")
+    add_flag(p, "--tol", type=float, help="relative precision of each eigenvalue: Lanczos stops when each wanted one has "
+                                                  "settled and its residual is below tol·max(|λ|, |λmax|/100)")
     add_flag(p, "--max_iter", type=int, help="most Lanczos steps (Hessian-vector products)")
-    add_flag(p, "--trace_samples", type=int, help="Hutchinson probes for the trace")
+    add_flag(p, "--trace_samples", type=int, help="most Hutchinson probes for the trace")
+    add_flag(p, "--trace_tol", type=float,
+             help="the trace stops once its standard error is below this fraction of it (after 10 probes "
+                  "at least; 0: always --trace_samples probes)")
     add_flag(p, "--slq_runs", type=int, help="stochastic Lanczos quadrature runs for the density")
     add_flag(p, "--slq_steps", type=int, help="Lanczos steps of each density run")
     add_flag(p, "--y_direction", choices=Y_DIRECTIONS,
@@ -127,10 +136,12 @@ def check_request(config: HessianConfig) -> None:
         raise LandscapeError("--model_file is required: the checkpoint of the trained network θ*")
     for flag in ("top_k", "max_iter", "trace_samples", "slq_runs", "slq_steps", "batch_size"):
         minimum = 2 if flag in ("top_k", "trace_samples") else 1
-        if getattr(config, flag) < minimum:
+        if getattr(config, flag) is not None and getattr(config, flag) < minimum:
             raise LandscapeError(f"--{flag} must be at least {minimum}, got {getattr(config, flag)}")
     if config.tol <= 0:
         raise LandscapeError(f"--tol must be positive, got {config.tol}")
+    if not config.trace_tol >= 0:
+        raise LandscapeError(f"--trace_tol must be 0 or positive, got {config.trace_tol}")
     for path, flag in ((config.resolved_spectrum_file(), "--spectrum_file"),
                        (config.resolved_dir_file(), "--dir_file")):
         if os.path.exists(path):
@@ -155,7 +166,10 @@ def run(config: HessianConfig, comm=None, command_line: list[str] | None = None)
         net = (held["net"] if ctx.is_root else load_network(config.model, config.model_file)).to(device).eval()
         data = held["data"] if ctx.is_root else _load_split(config, download=False)
         inputs, targets = data.inputs[ctx.rank::ctx.size].to(device), data.targets[ctx.rank::ctx.size].to(device)
-        size = config.batch_size
+        params = covered_parameters(net, config.xignore)
+        task = make_task("classification", config.loss_name)
+        size, keep = plan_products(net, params, task, lambda b: (inputs[:b], targets[:b]), len(targets),
+                                   config.batch_size, DEFAULT_BATCH)
 
         def batches():
             return ((inputs[i:i + size], targets[i:i + size]) for i in range(0, len(targets), size))
@@ -163,18 +177,24 @@ def run(config: HessianConfig, comm=None, command_line: list[str] | None = None)
         def reduce(t: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(ctx.sum_over_ranks(t.cpu().numpy())).to(t.device)
 
-        hessian = Hessian(net, covered_parameters(net, config.xignore), batches,
-                          make_task("classification", config.loss_name), reduce)
-        pairs = extreme_eigenpairs(hessian, hessian.dim, config.top_k, config.tol, config.max_iter,
-                                   config.seed, device)
-        trace, trace_error = hutchinson_trace(hessian, hessian.dim, config.trace_samples, config.seed, device)
-        nodes, weights = spectral_density(hessian, hessian.dim, config.slq_runs, config.slq_steps,
-                                          config.seed, device)
+        hessian = Hessian(net, params, batches, task, reduce, keep_graph=keep)
+        try:
+            pairs = extreme_eigenpairs(hessian, hessian.dim, config.top_k, config.tol, config.max_iter,
+                                       config.seed, device)
+            trace = hutchinson_trace(hessian, hessian.dim, config.trace_samples, config.seed, device,
+                                     config.trace_tol)
+            nodes, weights = spectral_density(hessian, hessian.dim, config.slq_runs, config.slq_steps,
+                                              config.seed, device)
+        except NonFiniteHessian:
+            raise LandscapeError(f"the loss of --model_file {config.model_file} or its Hessian-vector products "
+                                 f"are not finite on the {config.split} split: the network has diverged "
+                                 f"there, and its Hessian has no spectrum") from None
         grid, density = density_on_grid(nodes, weights)
         seconds = time.perf_counter() - started
-        spectrum = Spectrum(np.array(pairs.top_values), pairs.min_value, trace, trace_error,
-                            nodes.numpy(), weights.numpy(), grid.numpy(), density.numpy(),
-                            _provenance(config, ctx, hessian, pairs, seconds, command_line))
+        attrs = {**_provenance(config, ctx, hessian, pairs, seconds, command_line),
+                 "trace_probes": trace.probes, "batch_size": size, "kept_gradient_graph": keep}
+        spectrum = Spectrum(np.array(pairs.top_values), pairs.min_value, trace.value, trace.error,
+                            nodes.numpy(), weights.numpy(), grid.numpy(), density.numpy(), attrs)
         if ctx.is_root:
             _write_outputs(config, net, pairs, spectrum)
         return spectrum
@@ -218,7 +238,7 @@ def _write_outputs(config: HessianConfig, net: torch.nn.Module, pairs, spectrum:
     save_directions(dir_file, net, spec, x, y, attrs)
     values = ", ".join(f"{v:.6g}" for v in pairs.top_values)
     print(f"hessian: top-{len(pairs.top_values)} eigenvalues {values}; λmin {pairs.min_value:.6g}; "
-          f"trace {spectrum.trace:.6g} ± {spectrum.trace_error:.2g} "
+          f"trace {spectrum.trace:.6g} ± {spectrum.trace_error:.2g} ({spectrum.attrs['trace_probes']} probes) "
           f"({spectrum.attrs['hessian_vector_products']} Hessian-vector products, "
           f"{spectrum.attrs['seconds']:.1f} s, {spectrum.attrs['ranks']} ranks)", flush=True)
     if not pairs.converged:

@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
              help="also max_eig, min_eig and eig_ratio=|min/max| of the Hessian of the first split's "
                   "loss at every point (Lanczos; tens of Hessian-vector products per point)")
     add_flag(p, "--hessian_tol", type=float,
-             help="Lanczos stops when every residual is below this fraction of |max_eig|")
+             help="relative precision of max_eig and min_eig: Lanczos stops when each has settled and its residual "
+                  "is below this fraction of max(|itself|, |max_eig|/100)")
     add_flag(p, "--hessian_max_iter", type=int, help="most Hessian-vector products per point")
     for legacy in ("--mpi", "--cuda"):
         add_flag(p, legacy, action="store_true", help="accepted for old command lines; not needed")

@@ -8,8 +8,12 @@ import pytest
 import torch
 
 from mpi_landscape.curvature import (Hessian, covered_parameters, density_on_grid, extreme_eigenpairs,
-                                     hutchinson_trace, lanczos, spectral_density)
+                                     gradient_graph_bytes, hutchinson_trace, lanczos, plan_products,
+                                     spectral_density)
+from mpi_landscape.task import Classification
 from mpi_landscape.data import demo_split
+
+from conftest import train_demo_net
 
 
 def tiny_net(seed: int = 0) -> torch.nn.Module:
@@ -92,11 +96,68 @@ def test_a_loose_tolerance_stops_earlier_than_a_tight_one(problem):
     assert loose.max_value == pytest.approx(tight.max_value, rel=1e-2)
 
 
+@pytest.fixture(scope="module")
+def trained_demo(one_thread):
+    """The trained demo MLP on 300 samples, whose λmin is negative and small beside λmax: its operator
+    per ``--xignore`` and an independent, tightly converged reference (ARPACK) for both extremes."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    net, data = train_demo_net(), demo_split("train", 300)
+    cases = {}
+    for ignore in ("none", "biasbn"):
+        operator = Hessian(net, covered_parameters(net, ignore), lambda: iter([(data.inputs, data.targets)]))
+        linear = LinearOperator((operator.dim, operator.dim), dtype=np.float64,
+                                matvec=lambda v: operator(torch.from_numpy(v.ravel())).numpy())
+        lowest = eigsh(linear, k=1, which="SA", tol=1e-12, ncv=60, v0=np.ones(operator.dim))[0][0]
+        highest = eigsh(linear, k=1, which="LA", tol=1e-12, ncv=60, v0=np.ones(operator.dim))[0][0]
+        cases[ignore] = operator, lowest, highest
+    return cases
+
+
+@pytest.mark.parametrize("tol", [1e-4, 1e-3])  # the hessian command's default, and the surface's
+@pytest.mark.parametrize("ignore,seed", [("none", 3), ("none", 7), ("biasbn", 123)])
+def test_lambda_min_is_right_at_every_tolerance(trained_demo, tol, ignore, seed):
+    """Starts from which a neighbour of λmin converges first: λmin must not stop there."""
+    operator, lowest, highest = trained_demo[ignore]
+    assert operator.dim == (4803 if ignore == "none" else 4416)
+    assert lowest < 0 < highest and abs(lowest) < 0.1 * highest
+    pairs = extreme_eigenpairs(operator, operator.dim, tol=tol, max_steps=200, seed=seed)
+    assert pairs.converged
+    assert abs(pairs.max_value - highest) <= tol * highest
+    assert abs(pairs.min_value - lowest) <= tol * max(abs(lowest), 0.01 * highest)
+
+
 def test_trace_is_within_its_reported_error(problem):
     operator, exact, _, _ = problem
-    estimate, error = hutchinson_trace(operator, operator.dim, samples=100, seed=3)
-    assert 0 < error < 0.2 * abs(float(exact.trace()))
-    assert abs(estimate - float(exact.trace())) < 3 * error
+    trace = hutchinson_trace(operator, operator.dim, samples=100, seed=3)
+    assert trace.probes == 100 and 0 < trace.error < 0.2 * abs(float(exact.trace()))
+    assert abs(trace.value - float(exact.trace())) < 3 * trace.error
+
+
+def test_trace_stops_at_its_target_error(problem):
+    operator, exact, _, _ = problem
+    trace = hutchinson_trace(operator, operator.dim, samples=1000, seed=3, rel_error=0.05)
+    assert 10 <= trace.probes < 1000 and trace.error <= 0.05 * abs(trace.value)
+    assert abs(trace.value - float(exact.trace())) < 3 * trace.error
+    longer = hutchinson_trace(operator, operator.dim, samples=1000, seed=3, rel_error=0.02)
+    assert longer.probes > trace.probes and longer.error <= 0.02 * abs(longer.value)
+
+
+def test_a_kept_gradient_graph_gives_the_same_products_and_is_planned_where_it_fits(problem):
+    operator = problem[0]
+    kept = Hessian(operator.net, operator.params, operator.batches, keep_graph=True)
+    v = torch.randn(operator.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    for _ in range(2):  # the second product reuses the first one's graph
+        assert torch.allclose(kept(v), operator(v), rtol=1e-6, atol=1e-9)
+    assert kept._kept is not None
+    kept.release()
+    assert kept._kept is None
+    data = demo_split("train", 600)
+    first = lambda b: (data.inputs[:b], data.targets[:b])  # noqa: E731
+    assert plan_products(operator.net, operator.params, Classification(), first, 600, None, 256) == (600, True)
+    assert plan_products(operator.net, operator.params, Classification(), first, 600, 100, 256) == (100, True)
+    assert gradient_graph_bytes(operator.net, operator.params, Classification(), *first(200)) > \
+        gradient_graph_bytes(operator.net, operator.params, Classification(), *first(100))
 
 
 def test_spectral_density_reproduces_moments_of_the_spectrum(problem):
@@ -136,7 +197,7 @@ def test_agrees_with_pyhessian_on_the_same_model_and_data():
     their_samples = np.array(theirs.trace(maxIter=100, tol=0.0))
     operator = Hessian(net, covered_parameters(net, "none"), lambda: iter(loader))
     ours = extreme_eigenpairs(operator, operator.dim, tol=1e-6, max_steps=300)
-    trace, error = hutchinson_trace(operator, operator.dim, samples=100, seed=4)
+    trace = hutchinson_trace(operator, operator.dim, samples=100, seed=4)
     assert ours.max_value == pytest.approx(their_top, rel=1e-3)
     their_error = their_samples.std() / np.sqrt(len(their_samples))
-    assert abs(trace - their_samples.mean()) < 3 * np.hypot(error, their_error)
+    assert abs(trace.value - their_samples.mean()) < 3 * np.hypot(trace.error, their_error)

@@ -124,6 +124,7 @@ def test_spectrum_under_mpirun_equals_one_process_and_files_are_kept(tmp_path, d
         assert f["trace"][()] == pytest.approx(alone.trace, rel=1e-6)
         assert f["slq_nodes"].shape == (1, 20) and f["density"].shape == f["density_grid"].shape
         assert json.loads(f.attrs["config"])["top_k"] == 3 and f.attrs["ranks"] == 2
+        assert 2 <= f.attrs["trace_probes"] <= 10 and f.attrs["kept_gradient_graph"]
         assert f.attrs["model_file_sha256"] == models.checkpoint_sha256(demo_checkpoint)
     before = (tmp_path / "two.h5").read_bytes()
     again = run_module("mpi_landscape.hessian", *args, "--spectrum_file", "two.h5", "--dir_file", "d3.h5",
@@ -181,3 +182,24 @@ def test_killed_hessian_map_resumes_keeping_finished_points(tmp_path, slow_model
     assert resumed.done.all() and np.isfinite(resumed.metrics["min_eig"]).all()
     for index, value in kept.items():
         assert resumed.metrics["max_eig"].ravel()[index] == value
+
+
+def test_hessian_at_diverged_points_is_recorded_as_nan_and_the_grid_finishes(tmp_path, demo_checkpoint):
+    """At ±1e25 along a direction the loss and the products are not finite: those points are done with
+    NaN curvature (as diverged loss points are), the centre keeps its own, and a rerun has nothing to do."""
+    args = [*DEMO, "--model_file", demo_checkpoint, "--data_split", "20", "--x=-1e25:1e25:3", "--hessian",
+            "--surf_file", "s.h5"]
+    result = run_module("mpi_landscape.surface", *args, ranks=2, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "s.h5.lock").exists()
+    surface = read_surface(str(tmp_path / "s.h5"))
+    assert surface.done.all()
+    for name in ("max_eig", "min_eig", "eig_ratio"):
+        values = surface.metrics[name]
+        assert np.isnan(values[[0, 2]]).all() and np.isfinite(values[1]), name
+    assert surface.metrics["max_eig"][1] > 0
+    assert not np.isfinite(surface.metrics["train_loss"][[0, 2]]).any() or (
+        surface.metrics["train_nonfinite"][[0, 2]] > 0).all()
+    again = run_module("mpi_landscape.surface", *args, ranks=2, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "surface: 0 points" in again.stdout
