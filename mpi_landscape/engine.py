@@ -31,7 +31,7 @@ from .evaluate import PointEvaluator, SplitData, check_low_memory
 from .task import make_task, metric_names
 from .grid import Grid
 from .networks import checkpoint_sha256, load_network
-from .store import SurfaceLock, SurfaceWriter
+from .store import SurfaceLock, SurfaceWriter, check_surface_path
 
 # Identity keys a rerun may leave out, or a file may lack, without being another request: the
 # Hessian's settings (a file's curvature arrays stay as they are when a rerun computes no curvature)
@@ -76,6 +76,7 @@ def _run_surface(config, comm, command_line: list[str] | None, held: dict) -> Ru
 
     def prepare() -> str:
         _check_request(config, grid, ctx)
+        check_surface_path(config.resolved_surf_file())
         held["lock"] = SurfaceLock.acquire(config.resolved_surf_file())
         inputs, dir_file = _load_inputs(config, shard=0, create_missing=True)
         held["inputs"] = inputs

@@ -183,6 +183,15 @@ def _done_from_values(metrics: dict[str, np.ndarray], shape: tuple[int, ...]) ->
     return np.logical_and.reduce([v != -1 for v in losses])
 
 
+def check_surface_path(path: str) -> None:
+    """Refuse a ``--surf_file`` that names a folder, or whose folder is missing or not writable,
+    before anything (its lock included) is written."""
+    if os.path.isdir(path):
+        raise LandscapeError(f"--surf_file {path} is a folder: name a file, e.g. "
+                             f"{os.path.join(path, 'surface.h5')}")
+    require_folder(path, f"--surf_file {path}")
+
+
 class SurfaceLock:
     """One job per file: an exclusive ``flock`` on ``<file>.lock`` that names its holder.
 
@@ -329,10 +338,7 @@ class SurfaceWriter:
         metric_names = list(metric_names)
         if not flush_seconds >= 0:  # NaN too: snapshots and fsyncs would never be due
             raise LandscapeError(f"--flush_seconds must be 0 or more, got {flush_seconds:g}")
-        if os.path.isdir(path):
-            raise LandscapeError(f"--surf_file {path} is a folder: name a file, e.g. "
-                                 f"{os.path.join(path, 'surface.h5')}")
-        require_folder(path, f"--surf_file {path}")
+        check_surface_path(path)
         request = _Request(x, y, metric_names, _as_json(identity), frozenset(optional_identity),
                            _as_json(identity_defaults or {}))
         lock = lock or SurfaceLock.acquire(path)
