@@ -109,6 +109,17 @@ def config_from(config_type: type[Config], values: dict) -> Config:
     return config_type(**{k: v for k, v in values.items() if k in fields})
 
 
+def config_from_files(parser: argparse.ArgumentParser, config_type: type[Config], argv: list[str],
+                      file_keys: tuple[str, ...] = ("surf_files",)) -> Config:
+    """Parse ``argv`` into ``config_type`` for a command that reads files: the files given under
+    ``file_keys`` (positional arguments, ``--surf_file``) become ``surf_files``; none is a usage error."""
+    namespace = vars(parser.parse_args(argv))
+    files = tuple(f for key in file_keys for f in (namespace.pop(key, None) or ()))
+    if not files:
+        parser.error("give at least one surface file")
+    return config_from(config_type, {**namespace, "surf_files": files})
+
+
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
     """Print a LandscapeError as one line on rank 0 and exit with status 2.

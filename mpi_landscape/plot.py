@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from .cli import add_flag, config_from, exit_on_user_error, new_parser
+from .cli import add_flag, config_from_files, exit_on_user_error, new_parser
 from .errors import LandscapeError, require_folder
 from .store import Surface, read_projection, read_spectrum, read_surface
 from .summary import curve_set
@@ -221,12 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_plot_config(argv: list[str]) -> PlotConfig:
     """Parse ``argv``; files come as positional arguments and/or ``--surf_file``."""
-    parser = build_parser()
-    namespace = vars(parser.parse_args(argv))
-    files = tuple(namespace.pop("surf_files", ())) + tuple(namespace.pop("extra_files", ()))
-    if not files:
-        parser.error("give at least one surface file")
-    return config_from(PlotConfig, {**namespace, "surf_files": files})
+    return config_from_files(build_parser(), PlotConfig, argv, ("surf_files", "extra_files"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from .cli import add_flag, config_from, exit_on_user_error, new_parser
+from .cli import add_flag, config_from_files, exit_on_user_error, new_parser
 from .errors import LandscapeError
 from .store import Surface, read_projection, read_surface
 from .views.plot_data import default_prefix
@@ -109,12 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_view_config(argv: list[str]) -> ViewConfig:
     """Parse ``argv``; at least one surface file is required."""
-    parser = build_parser()
-    namespace = vars(parser.parse_args(argv))
-    files = tuple(namespace.pop("surf_files", ()))
-    if not files:
-        parser.error("give at least one surface file")
-    return config_from(ViewConfig, {**namespace, "surf_files": files})
+    return config_from_files(build_parser(), ViewConfig, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
