@@ -252,7 +252,7 @@ def test_a_stopped_hessian_run_is_finished_only_by_its_own_request(tmp_path, slo
     out = tmp_path / "s.h5"
     args = [*DEMO, "--model", slow_model, "--model_file", demo_checkpoint, "--x=-1:1:3", "--y=-1:1:3",
             "--flush_seconds", "0.2"]
-    job = start_surface_job([*args, "--hessian"], tmp_path, {**os.environ, "SLOW_SECONDS": "0.02"})
+    job = start_surface_job([*args, "--hessian"], tmp_path, {**os.environ, "SLOW_SECONDS": "0.3"})
     wait_for_points(out, 3, job)
     job.send_signal(signal.SIGTERM)
     stdout, stderr = job.communicate(timeout=60)
