@@ -120,6 +120,17 @@ def config_from_files(parser: argparse.ArgumentParser, config_type: type[Config]
     return config_from(config_type, {**namespace, "surf_files": files})
 
 
+def file_labels(labels: str | None, files: tuple[str, ...]) -> list[str] | None:
+    """``--labels A,B,...``: one label per file, in order (None when not given)."""
+    if labels is None:
+        return None
+    found = [label.strip() for label in labels.split(",")]
+    if len(found) != len(files):
+        raise LandscapeError(f"--labels gives {len(found)} labels for {len(files)} files: "
+                             "give one per file, separated by commas")
+    return found
+
+
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
     """Print a LandscapeError as one line on rank 0 and exit with status 2.

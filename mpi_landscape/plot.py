@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from .cli import add_flag, config_from_files, exit_on_user_error, new_parser
+from .cli import add_flag, config_from_files, exit_on_user_error, file_labels, new_parser
 from .errors import LandscapeError, require_folder
 from .store import Surface, read_projection, read_spectrum, read_surface
 from .summary import curve_set
@@ -114,13 +114,7 @@ class PlotConfig:
     @property
     def label_list(self) -> list[str] | None:
         """``--labels``: one per file, in order."""
-        if self.labels is None:
-            return None
-        labels = [label.strip() for label in self.labels.split(",")]
-        if len(labels) != len(self.surf_files):
-            raise LandscapeError(f"--labels gives {len(labels)} labels for {len(self.surf_files)} files: "
-                                 "give one per file, separated by commas")
-        return labels
+        return file_labels(self.labels, self.surf_files)
 
     @property
     def acc_limits(self) -> tuple[float, float] | None:

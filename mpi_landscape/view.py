@@ -24,7 +24,7 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from .cli import add_flag, config_from_files, exit_on_user_error, new_parser
+from .cli import add_flag, config_from_files, exit_on_user_error, file_labels, new_parser
 from .errors import LandscapeError
 from .store import Surface, read_projection, read_surface
 from .views.plot_data import default_prefix
@@ -53,13 +53,7 @@ class ViewConfig:
     @property
     def label_list(self) -> list[str | None]:
         """``--labels``: one per file, in order (None each when not given)."""
-        if self.labels is None:
-            return [None] * len(self.surf_files)
-        labels = [label.strip() for label in self.labels.split(",")]
-        if len(labels) != len(self.surf_files):
-            raise LandscapeError(f"--labels gives {len(labels)} labels for {len(self.surf_files)} files: "
-                                 "give one per file, separated by commas")
-        return labels
+        return file_labels(self.labels, self.surf_files) or [None] * len(self.surf_files)
 
     @property
     def mode(self) -> str:
