@@ -155,7 +155,7 @@ def test_killed_hessian_map_resumes_keeping_finished_points(tmp_path, slow_model
     out = tmp_path / "s.h5"
     args = ["--model", slow_model, "--dataset", "demo", "--model_file", demo_checkpoint, "--data_split", "20",
             "--x=-1:1:4", "--y=-1:1:4", "--hessian", "--surf_file", str(out), "--flush_seconds", "0.3"]
-    env = {**os.environ, "SLOW_SECONDS": "0.005"}
+    env = {**os.environ, "SLOW_SECONDS": "0.1"}  # the kept gradient graph makes a point a few passes
     job = subprocess.Popen(module_command("mpi_landscape.surface", *args, ranks=2), cwd=tmp_path, env=env,
                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
