@@ -22,6 +22,9 @@ agreement is in the result file ``results/hessian_peers_<machine>.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import json
 import os
 import statistics
 import sys
@@ -30,7 +33,7 @@ import time
 import numpy as np
 import torch
 
-from machine import environment, machine_name, write_result
+from machine import RESULTS_DIR, environment, machine_name, write_result
 from point_speed import BN_CALIBRATION_IMAGES, calibrate_batchnorm, synthetic_cifar
 from mpi_landscape.curvature import Hessian, extreme_eigenpairs, hutchinson_trace, plan_products
 from mpi_landscape.data import cifar_inputs, demo_split
@@ -87,17 +90,39 @@ def their_operator(net, inputs, targets):
     return hessian(net, torch.nn.CrossEntropyLoss(), data=(inputs, targets), cuda=inputs.is_cuda)
 
 
-def time_products(product, vectors) -> float:
-    """Median seconds of ``product`` over ``vectors`` (the graph already built by a first product)."""
-    product(vectors[0])
-    seconds = []
-    for v in vectors:
-        start = time.perf_counter()
-        product(v)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()  # PyHessian's product returns before the GPU is done
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+@contextlib.contextmanager
+def counted_pyhessian_products():
+    """Count the Hessian-vector products PyHessian's methods make (its power iteration reports no count)."""
+    module = importlib.import_module("pyhessian.hessian")  # the module: the package names its class the same
+
+    count, product = [0], module.hessian_vector_product
+
+    def counting(*args):
+        count[0] += 1
+        return product(*args)
+
+    module.hessian_vector_product = counting
+    try:
+        yield count
+    finally:
+        module.hessian_vector_product = product
+
+
+def time_products_in_turns(ours, theirs, vectors, pieces) -> dict:
+    """Both products over the same vectors in turns (A B, then B A), each graph built by a first product:
+    the median seconds of each, and the median of the pairs' own ratios (engine / PyHessian)."""
+    ours(vectors[0]), theirs(pieces[0])
+    seconds = {"engine": [], "pyhessian": []}
+    for i, (v, piece) in enumerate(zip(vectors, pieces)):
+        turns = [("engine", ours, v), ("pyhessian", theirs, piece)]
+        for side, product, vector in turns if i % 2 == 0 else turns[::-1]:
+            start = time.perf_counter()
+            product(vector)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # PyHessian's product returns before the GPU is done
+            seconds[side].append(time.perf_counter() - start)
+    return {"engine": statistics.median(seconds["engine"]), "pyhessian": statistics.median(seconds["pyhessian"]),
+            "paired": statistics.median(a / b for a, b in zip(seconds["engine"], seconds["pyhessian"]))}
 
 
 def timed(work):
@@ -120,15 +145,12 @@ def measure(name: str, net, inputs, targets, rounds: int, products: int, tol: fl
     for r in range(rounds):
         row = {"load_average": os.getloadavg()[0]}
 
-        def ours_product():
-            op = engine.operator()
-            return time_products(op, flat)
-
-        def theirs_product():
+        def products_in_turns():
             theirs = their_operator(net, inputs, targets)
             sizes = [p.numel() for p in engine.params]
             pieces = [[c.view_as(p).to(p.dtype) for c, p in zip(v.split(sizes), engine.params)] for v in flat]
-            return time_products(lambda v: hessian_vector_product(theirs.gradsH, theirs.params, v), pieces)
+            return time_products_in_turns(engine.operator(), lambda v: hessian_vector_product(
+                theirs.gradsH, theirs.params, v), flat, pieces)
 
         def ours_eig():
             op = engine.operator()
@@ -137,7 +159,9 @@ def measure(name: str, net, inputs, targets, rounds: int, products: int, tol: fl
 
         def theirs_eig():
             torch.manual_seed(r)
-            return {"max": float(their_operator(net, inputs, targets).eigenvalues(maxIter=300, tol=1e-3)[0][0])}
+            with counted_pyhessian_products() as count:
+                value = float(their_operator(net, inputs, targets).eigenvalues(maxIter=300, tol=1e-3)[0][0])
+            return {"max": value, "products": count[0]}
 
         def ours_trace():
             op = engine.operator()
@@ -150,26 +174,36 @@ def measure(name: str, net, inputs, targets, rounds: int, products: int, tol: fl
             return {"value": float(values.mean()), "error": float(values.std() / np.sqrt(len(values))),
                     "probes": len(values)}
 
-        pairs = (("product", ours_product, theirs_product), ("eig", ours_eig, theirs_eig),
-                 ("trace", ours_trace, theirs_trace))
+        turns = products_in_turns()
+        row.update({"engine_product": {"seconds": turns["engine"]}, "pyhessian_product": {"seconds": turns["pyhessian"]},
+                    "product_paired_ratio": turns["paired"]})
+        pairs = (("eig", ours_eig, theirs_eig), ("trace", ours_trace, theirs_trace))
         for what, ours, theirs in pairs:
             order = [("engine", ours), ("pyhessian", theirs)]
             for side, work in order if r % 2 == 0 else order[::-1]:
                 seconds, value = timed(work)
-                row[f"{side}_{what}"] = {"seconds": value if what == "product" else seconds,
-                                         **({} if what == "product" else value)}
+                row[f"{side}_{what}"] = {"seconds": seconds, **value}
         rows.append(row)
         print(f"  round {r + 1}/{rounds} (load {row['load_average']:.1f}): "
               + ", ".join(f"{what} {row[f'engine_{what}']['seconds']:.3g}/{row[f'pyhessian_{what}']['seconds']:.3g} s"
-                          for what, _, _ in pairs), flush=True)
+                          for what in ("product", "eig", "trace")), flush=True)
     summary = {}
     for what in ("product", "eig", "trace"):
         ours = statistics.median(row[f"engine_{what}"]["seconds"] for row in rows)
         theirs = statistics.median(row[f"pyhessian_{what}"]["seconds"] for row in rows)
-        paired = statistics.median(row[f"engine_{what}"]["seconds"] / row[f"pyhessian_{what}"]["seconds"]
+        paired = statistics.median(row["product_paired_ratio"] if what == "product" else
+                                   row[f"engine_{what}"]["seconds"] / row[f"pyhessian_{what}"]["seconds"]
                                    for row in rows)
         summary[what] = {"engine_median_seconds": ours, "pyhessian_median_seconds": theirs,
                          "paired_median_ratio_engine_over_pyhessian": paired}
+        if what != "product":  # the cost of one product inside the method: the iteration's own overhead
+            count = "products" if what == "eig" else "probes"
+            summary[what].update({f"{side}_median_{count}": statistics.median(row[f"{side}_{what}"][count]
+                                                                             for row in rows)
+                                  for side in ("engine", "pyhessian")})
+            summary[what]["paired_median_per_product_ratio"] = statistics.median(
+                (row[f"engine_{what}"]["seconds"] / row[f"engine_{what}"][count])
+                / (row[f"pyhessian_{what}"]["seconds"] / row[f"pyhessian_{what}"][count]) for row in rows)
     last = rows[-1]
     summary["agreement"] = {
         "lambda_max_relative_gap": abs(last["engine_eig"]["max"] - last["pyhessian_eig"]["max"])
@@ -183,6 +217,17 @@ def measure(name: str, net, inputs, targets, rounds: int, products: int, tol: fl
             "rounds": rows}
 
 
+def kept_results(machine: str, results: list[dict], append: bool) -> list[dict]:
+    """``results``, after the machine's earlier results for other workloads when ``append`` (each with its argv)."""
+    path = RESULTS_DIR / f"hessian_peers_{machine}.json"
+    if not (append and path.exists()):
+        return results
+    earlier = json.loads(path.read_text())
+    measured = {result["workload"] for result in results}
+    return [{"argv": earlier.get("argv"), **result} for result in earlier["results"]
+            if result["workload"] not in measured] + results
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -193,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace_tol", type=float, default=0.02, help="this engine's trace target relative error")
     p.add_argument("--trace_max", type=int, default=100, help="most trace probes, for both")
     p.add_argument("--workloads", default="demo_mlp,resnet20")
+    p.add_argument("--append", action="store_true",
+                   help="keep the machine's earlier results for the other workloads (a run in parts)")
     args = p.parse_args(argv)
     if args.device == "cpu":
         torch.set_num_threads(min(torch.get_num_threads(), 2))
@@ -206,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {what}: {s}", flush=True)
         machine = machine_name(args.device)  # written after each workload: a stopped run keeps what it measured
         path = write_result("hessian_peers", machine, {"benchmark": "hessian_peers", "machine": machine,
-                                                       **environment(args.device), "results": results})
+                                                       **environment(args.device),
+                                                       "results": kept_results(machine, results, args.append)})
         print(f"wrote {path}", flush=True)
     return 0
 

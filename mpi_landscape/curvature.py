@@ -47,11 +47,11 @@ TRACE_MIN_PROBES = 10  # Hutchinson probes before the standard error is trusted 
 
 @dataclass
 class BatchGradient:
-    """One batch's flat loss gradient, still carrying its graph, with the batch's loss sum and count."""
+    """One batch's loss gradient (a tensor per parameter, still carrying its graph), and its loss sum and
+    count of loss terms as one float64 pair."""
 
-    gradient: torch.Tensor
-    loss: torch.Tensor
-    count: torch.Tensor | int
+    gradient: tuple[torch.Tensor, ...]
+    sums: torch.Tensor
 
 
 class Hessian:
@@ -78,27 +78,34 @@ class Hessian:
         self.net, self.params, self.batches = net, params, batches
         self.task, self.reduce, self.keep_graph = task or Classification(), reduce, keep_graph
         self.terms = 0  # known after the first product
-        self.dim = sum(p.numel() for p in params)
+        self.sizes = [p.numel() for p in params]
+        self.dim = sum(self.sizes)
         self.device = params[0].device
         self.products = 0
         self._kept: list[BatchGradient] | None = None
+        # buffers every product reuses: fresh ones each time cost a few per cent of a small network's product
+        self._input = torch.empty(self.dim, dtype=params[0].dtype, device=self.device)
+        self._pieces = [c.view_as(p) for c, p in zip(self._input.split(self.sizes), params)]
+        self._uniform = all(p.dtype == params[0].dtype for p in params)
+        self._total = torch.empty(self.dim + 2, dtype=torch.float64, device=self.device)  # H·v sums, loss, count
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         """H·v for a flat vector ``v`` of length ``dim``; float64.
 
         Raises NonFiniteHessian when the loss or the product is not finite.
         """
-        total = torch.zeros(self.dim + 2, dtype=torch.float64, device=self.device)  # H·v sums, loss, count
+        self._input.copy_(v)  # v in the parameters' dtype, seen as one piece per parameter
+        pieces = self._pieces if self._uniform else [c.to(p.dtype) for c, p in zip(self._pieces, self.params)]
+        total = self._total.zero_()
         with torch.enable_grad():
             for batch in self._gradients():
-                hv = torch.autograd.grad(batch.gradient, self.params, grad_outputs=v.to(batch.gradient.dtype),
+                hv = torch.autograd.grad(batch.gradient, self.params, grad_outputs=pieces,
                                          retain_graph=self.keep_graph)
-                total[:-2] += torch.cat([h.reshape(-1) for h in hv]).double()
-                total[-2] += batch.loss
-                total[-1] += batch.count
+                total[:-2] += torch.cat([h.reshape(-1) for h in hv])
+                total[-2:] += batch.sums
         self.products += 1
         total = self.reduce(total)
-        if not bool(torch.isfinite(total).all()):
+        if not math.isfinite(float(total.sum())):  # one reduction: any inf or NaN makes the float64 sum so
             raise NonFiniteHessian("the loss or its Hessian-vector product is not finite")
         self.terms = int(total[-1])  # the loss terms the mean is over: samples, or a split's scored tokens
         return total[:-2] / total[-1]
@@ -118,9 +125,9 @@ class Hessian:
         task = self.task
         parts = task.sums(task.outputs(self.net, inputs), inputs, targets)
         grads = torch.autograd.grad(parts["loss"].sum(), self.params, create_graph=True)
-        count = parts["count"].sum() if "count" in parts else len(parts["loss"])
-        return BatchGradient(torch.cat([g.reshape(-1) for g in grads]),
-                             parts["loss"].detach().sum(dtype=torch.float64), count)
+        loss = parts["loss"].detach().sum(dtype=torch.float64)
+        count = parts["count"].sum().to(loss) if "count" in parts else torch.tensor(len(parts["loss"])).to(loss)
+        return BatchGradient(grads, torch.stack([loss, count]))
 
 
 def gradient_graph_bytes(net: torch.nn.Module, params: list[torch.nn.Parameter], task: Task,
@@ -209,7 +216,7 @@ def lanczos(matvec: Matvec, start: torch.Tensor, max_steps: int,
     """
     dim = start.numel()
     max_steps = min(max_steps, dim)
-    basis = torch.zeros(max_steps, dim, dtype=torch.float64, device=start.device)
+    basis = torch.empty(max_steps, dim, dtype=torch.float64, device=start.device)  # rows past the step unread
     alphas: list[float] = []
     betas: list[float] = []  # one host sync per step; T and its eigenproblem stay on the host
     q = start.double() / start.double().norm()
