@@ -65,11 +65,26 @@ on_stop() {
         [[ -z "$pid" ]] || kill -KILL -- -"$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
     fi
 }
+# The ranks' output reaches the terminal through two relays that outlive it: MPICH's mpirun exits 255,
+# ranks and all, when it cannot write their output, and once the terminal has closed every write fails.
+# A relay ignores the terminal's signals (Ctrl-C is this script's to handle) and drops what it cannot write.
+# shellcheck disable=SC2317  # run in the process substitutions
+relay() {
+    trap '' INT HUP
+    local line
+    while IFS= read -r line || [[ -n "$line" ]]; do printf '%s\n' "$line" 2>/dev/null; done
+}
+exec 3> >(relay)
+relay_out=$!
+exec 4> >(relay >&2)
+relay_err=$!
 trap on_stop INT TERM USR1 HUP
-setsid "${cmd[@]}" &
+setsid "${cmd[@]}" >&3 2>&4 3>&- 4>&- &
 pid=$!
+exec 3>&- 4>&-
 ((stops == 0)) || kill -USR1 "$pid" 2>/dev/null   # stopped while starting it
 wait_step
+wait "$relay_out" "$relay_err" 2>/dev/null   # the last lines are on the terminal before the script ends
 if ((stops == 1)) && [[ "$rc" != 0 && "$rc" != 2 && "$rc" != 75 ]]; then
     # the stop came while the ranks were still starting, before they could catch it
     echo "stopped before the ranks were ready; rerun the same command to finish" >&2

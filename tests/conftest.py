@@ -132,7 +132,8 @@ def demo_run(tmp_path_factory, demo_checkpoint) -> str:
 
 SLOW_MODEL = '''\
 """demo_mlp whose forward pass sleeps SLOW_SECONDS (0.03 unless set), so that a job can be
-caught while it runs, and raises on the rank named by FAIL_ON_RANK."""
+caught while it runs, raises on the rank named by FAIL_ON_RANK, and with PRINT_EACH_PASS set
+prints a line per pass (a job whose ranks keep writing to its terminal)."""
 import os
 import time
 
@@ -142,6 +143,8 @@ import mpi_landscape_models as models
 class Slow(models.build_model("demo_mlp").__class__):
     def forward(self, x):
         time.sleep(float(os.environ.get("SLOW_SECONDS", "0.03")))
+        if os.environ.get("PRINT_EACH_PASS"):
+            print("forward pass", flush=True)
         if os.environ.get("FAIL_ON_RANK") == os.environ.get("PMI_RANK", "0"):
             raise RuntimeError("deliberate failure in forward on rank " + os.environ["FAIL_ON_RANK"])
         return super().forward(x)
