@@ -53,9 +53,14 @@ echo "+ ${cmd[*]}"
 # setsid keeps mpirun away from the terminal, so Ctrl-C reaches only this script,
 # which turns the first one into a graceful stop (SIGUSR1, passed on to every rank).
 stops=0
+hung_up=""
 pid=""
 # shellcheck disable=SC2317  # called by the trap
 on_stop() {
+    if [[ "${1:-}" == hangup ]]; then   # a terminal hangs up once, however many SIGHUPs say so
+        [[ -z "$hung_up" ]] || return 0
+        hung_up=1
+    fi
     stops=$((stops + 1))
     if ((stops == 1)); then
         echo "stopping: the ranks finish their current point (Ctrl-C again to abort)" >&2
@@ -78,7 +83,8 @@ exec 3> >(relay)
 relay_out=$!
 exec 4> >(relay >&2)
 relay_err=$!
-trap on_stop INT TERM USR1 HUP
+trap on_stop INT TERM USR1
+trap 'on_stop hangup' HUP
 setsid "${cmd[@]}" >&3 2>&4 3>&- 4>&- &
 pid=$!
 exec 3>&- 4>&-
