@@ -232,12 +232,23 @@ def _code_names(code: types.CodeType) -> set[str]:
     return names
 
 
-@pytest.fixture(autouse=True)
-def keep_signal_handlers():
-    """Entry points called in-process catch the stop signals; give the test process its own back."""
+def _process_signal_handlers() -> dict:
     from mpi_landscape.distributed import STOP_SIGNALS
 
-    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    return {s: signal.getsignal(s) for s in STOP_SIGNALS}
+
+
+PROCESS_SIGNAL_HANDLERS = _process_signal_handlers()  # the test process's own, before any test
+
+
+@pytest.fixture(autouse=True)
+def keep_signal_handlers():
+    """Entry points called in-process catch the stop signals, and on their way out ignore them. The test
+    process's own handlers come back before and after every test: a fixture of a wider scope may have run
+    an entry point first, and a signal left ignored is ignored by every process a test starts (a shell
+    cannot even trap it)."""
+    for s, handler in PROCESS_SIGNAL_HANDLERS.items():
+        signal.signal(s, handler)
     yield
-    for s, handler in saved.items():
+    for s, handler in PROCESS_SIGNAL_HANDLERS.items():
         signal.signal(s, handler)
