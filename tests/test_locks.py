@@ -282,6 +282,15 @@ def test_sighup_to_the_ranks_is_a_clean_stop(tmp_path, slow_model, demo_checkpoi
     assert_stopped_cleanly(job, out, stdout, stderr)
 
 
+def as_if_from_a_terminal(tty: int):
+    """The child's set-up: ``tty`` its controlling terminal, and SIGHUP at its default action as a terminal's
+    shell starts it (the test process may hold it ignored, and bash cannot trap a signal ignored on entry)."""
+    def setup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    return setup
+
+
 def test_a_closed_terminal_stops_mpirun_local_cleanly(tmp_path, slow_model, demo_checkpoint):
     """launch/mpirun_local.sh run on a terminal that then closes (the kernel's hangup, on a real
     pseudo-terminal): the ranks stop as on Ctrl-C, the script exits 75, nothing finished is lost -- even
@@ -303,7 +312,7 @@ def test_a_closed_terminal_stops_mpirun_local_cleanly(tmp_path, slow_model, demo
 
     job = subprocess.Popen(["bash", str(LAUNCH / "mpirun_local.sh")], cwd=tmp_path, env=env, stdin=tty,
                            stdout=tty, stderr=tty, start_new_session=True,
-                           preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # tty: its terminal
+                           preexec_fn=as_if_from_a_terminal(tty))
     os.close(tty)
     reader = threading.Thread(target=read_terminal, daemon=True)
     reader.start()
