@@ -334,10 +334,17 @@ def test_real_time_limit_warning_requeues_the_job(slurm, tmp_path, reference, sl
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.strip().split(";")[0]
     try:
-        wait_for(lambda: (job_field(slurm, job_id, "Restarts") or "0") != "0"
-                 or job_field(slurm, job_id, "JobState") in (None, "FAILED", "COMPLETED", "TIMEOUT"),
-                 100, "the job to be requeued or to end", poll=0.5)
-        fields = {k: job_field(slurm, job_id, k) for k in ("JobState", "Restarts", "Reason")}
+        fields = {}
+
+        def requeued_or_ended() -> bool:
+            # a requeued job is first COMPLETING (its batch step ending, Restarts already 1),
+            # then back in the queue
+            fields.update({k: job_field(slurm, job_id, k) for k in ("JobState", "Restarts", "Reason")})
+            return fields["JobState"] != "COMPLETING" and (
+                (fields["Restarts"] or "0") != "0"
+                or fields["JobState"] in (None, "FAILED", "COMPLETED", "TIMEOUT"))
+
+        wait_for(requeued_or_ended, 100, "the job to be requeued or to end", poll=0.5)
         output = log.read_text(errors="replace")
         assert fields["Restarts"] == "1", f"job {job_id}: {fields}\n{output}"
         # back in the queue, held by Slurm for a while before it starts again
