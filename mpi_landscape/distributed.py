@@ -318,14 +318,8 @@ class Context:
         again here, after MPI has started: its transport may have taken a
         signal for its own use meanwhile (UCX turns on its debug log on SIGHUP).
         """
-        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-        catch_stop_signals()
-        try:
+        with stop_signals_caught():
             yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-            _stop.clear()
 
     def request_stop(self) -> None:
         """Hand out no more work; every rank finishes the point it is on."""
@@ -706,6 +700,26 @@ def launch_rank() -> int:
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])
     return 0
+
+
+@contextmanager
+def stop_signals_caught(give_back: bool = True) -> Iterator[None]:
+    """While inside, the stop signals request a clean stop (``catch_stop_signals``).
+
+    With ``give_back`` the request is cleared on the way out and the previous
+    handlers come back, so a run called from Python leaves its caller's own
+    Ctrl-C as it was. A command line that is about to exit passes False: it
+    keeps what ``finalize_together`` set until the process is gone.
+    """
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    catch_stop_signals()
+    try:
+        yield
+    finally:
+        if give_back:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            _stop.clear()
 
 
 def catch_stop_signals() -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .cli import add_flag, exit_on_user_error, given_flags, new_parser, parse_config
-from .distributed import catch_stop_signals, finalize_together
+from .distributed import finalize_together, stop_signals_caught
 from .directions import DIR_TYPES, IGNORES, NORMS, SPEC_FLAGS, TARGET_FLAGS, DirectionSpec, default_dir_file
 from .evaluate import BN_MODES, PRECISIONS
 from .task import LOSS_NAMES
@@ -224,12 +224,13 @@ def run_command(module: str, parser: argparse.ArgumentParser, argv: list[str] | 
     raises is a user error like any other). The status is 0 when the run
     ended, EXIT_STOPPED when a signal stopped it, 2 for a user error.
     """
+    in_process = argv is not None  # called from Python, not as the process's own command line
     argv = sys.argv[1:] if argv is None else argv
-    catch_stop_signals()
-    config = dataclasses.replace(parse_config(parser, SurfaceConfig, argv), given=given_flags(parser, argv))
-    with exit_on_user_error():
-        stats = run(adapt(config), command_line=["python", "-m", module, *argv])
-    finalize_together()
+    with stop_signals_caught(give_back=in_process):
+        config = dataclasses.replace(parse_config(parser, SurfaceConfig, argv), given=given_flags(parser, argv))
+        with exit_on_user_error():
+            stats = run(adapt(config), command_line=["python", "-m", module, *argv])
+        finalize_together()
     return EXIT_STOPPED if stats.stopped_early else 0
 
 

@@ -243,10 +243,9 @@ PROCESS_SIGNAL_HANDLERS = _process_signal_handlers()  # the test process's own, 
 
 @pytest.fixture(autouse=True)
 def keep_signal_handlers():
-    """Entry points called in-process catch the stop signals, and on their way out ignore them. The test
-    process's own handlers come back before and after every test: a fixture of a wider scope may have run
-    an entry point first, and a signal left ignored is ignored by every process a test starts (a shell
-    cannot even trap it)."""
+    """Every test starts and ends with the test process's own stop-signal handlers, even where an entry point
+    it or a wider-scoped fixture called in-process left others (a failed job's exit ignores them): a signal
+    left ignored is ignored by every process a test starts, and a shell cannot even trap it."""
     for s, handler in PROCESS_SIGNAL_HANDLERS.items():
         signal.signal(s, handler)
     yield

@@ -212,6 +212,30 @@ def test_a_dir_file_reached_through_a_symlink_is_created_as_its_target(tmp_path,
     assert sorted(p.name for p in (tmp_path / "dirs").iterdir()) == ["d.h5"]
 
 
+def test_an_in_process_run_gives_the_caller_its_signal_handlers_back(tmp_path, demo_checkpoint, monkeypatch,
+                                                                     capsys):
+    """``surface.main`` called from Python (a notebook, a script) catches the stop signals only while it
+    runs: after a finished run and after a user error the caller's own handlers are back (its Ctrl-C
+    still interrupts it)."""
+    from mpi_landscape.distributed import STOP_SIGNALS
+
+    monkeypatch.chdir(tmp_path)
+
+    def callers(signum, frame):
+        pass
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, callers)
+    args = ["--model", "demo_mlp", "--dataset", "demo", "--model_file", demo_checkpoint, "--x=-1:1:3",
+            "--data_split", "20"]
+    assert surface.main([*args, "--surf_file", "a.h5"]) == 0
+    assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == {s: callers for s in STOP_SIGNALS}
+    with pytest.raises(SystemExit):
+        surface.main([*args, "--x=1:-1:0", "--surf_file", "b.h5"])
+    assert "error:" in capsys.readouterr().err
+    assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == {s: callers for s in STOP_SIGNALS}
+
+
 # ---------------------------------------------------------------- signals that stop a job
 
 
